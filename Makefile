@@ -1,0 +1,29 @@
+# Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+N ?= 20
+DB ?= data/results.duckdb
+EXPERIMENT ?= scenarios/experiments/default.toml
+
+.PHONY: venv test sample status clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+sample: venv
+	$(PY) -m pipeline sample --experiment $(EXPERIMENT) --n $(N) --db $(DB)
+
+status: venv
+	$(PY) -m pipeline status --db $(DB)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,142 @@
+"""Command line: `python -m pipeline {sample,status,sql} ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import anyio
+import structlog
+
+from pipeline.config import Experiment, load_experiment, override_limits, single_endpoint
+from pipeline.errors import PipelineError
+from pipeline.logs import configure_logging
+from pipeline.plan import plan_cells
+from pipeline.run import RunResult, sample
+from pipeline.store import Store, open_reader, run_lock
+
+DEFAULT_DB = Path("data/results.duckdb")
+DEFAULT_EXPERIMENT = Path("scenarios/experiments/default.toml")
+log = structlog.get_logger()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    parser.add_argument("--log-json", action="store_true", help="structured logs as JSON lines")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("sample", help="sample the experiment grid into the database (resumable)")
+    run.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT, help="experiment TOML file")
+    run.add_argument("--n", type=int, help="samples per cell (default: the experiment's samples_per_cell)")
+    _add_db(run)
+    endpoint = run.add_argument_group("single endpoint (replaces the experiment's models)")
+    endpoint.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    endpoint.add_argument("--model", help="model name sent to the endpoint")
+    endpoint.add_argument("--api-key-env", help="environment variable holding the API key (none: no auth header)")
+    limits = run.add_argument_group("limits (override every model's)")
+    limits.add_argument("--rpm", type=float, help="requests per minute (0 = unlimited)")
+    limits.add_argument("--tpm", type=float, help="tokens per minute (0 = unlimited)")
+    limits.add_argument("--concurrency", type=int, help="max requests in flight per endpoint")
+
+    status = commands.add_parser("status", help="done/pending/failed per cell (works during a run)")
+    _add_db(status)
+
+    sql = commands.add_parser("sql", help="run a read-only SQL query and print a table (works during a run)")
+    sql.add_argument("query")
+    sql.add_argument("--max-rows", type=int, default=50)
+    _add_db(sql)
+    return parser
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(json=args.log_json, level=args.log_level)
+    try:
+        return {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql}[args.command](args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def load_run_experiment(args: argparse.Namespace) -> Experiment:
+    experiment = load_experiment(args.experiment)
+    if args.base_url or args.model:
+        if not (args.base_url and args.model):
+            raise PipelineError("--base-url and --model go together")
+        experiment = single_endpoint(experiment, model=args.model, base_url=args.base_url,
+                                     api_key_env=args.api_key_env)
+    elif args.api_key_env:
+        raise PipelineError("--api-key-env needs --base-url and --model (or set api_key_env in the experiment)")
+    if args.n is not None and args.n < 1:
+        raise PipelineError("--n must be at least 1")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise PipelineError("--concurrency must be at least 1")
+    experiment = override_limits(experiment, rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency)
+    if not experiment.models:
+        raise PipelineError(f"{args.experiment}: no [[models]] configured (or pass --base-url and --model)")
+    return experiment
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    experiment = load_run_experiment(args)
+    cells = plan_cells(experiment, args.n)
+    store = Store(args.db)
+    argv = sys.argv[1:]
+    with run_lock(args.db):
+        store.initialize()
+        try:
+            result = anyio.run(sample, experiment, cells, store, argv)
+        finally:
+            store.close()
+    print_summary(result, args.db)
+    return {"completed": 0, "interrupted": 130}.get(result.status, 1)
+
+
+def print_summary(result: RunResult, db: Path) -> None:
+    rate = result.requests / result.wall_s if result.wall_s else 0.0
+    left = result.pending_at_start - result.stored_done
+    lines = [
+        f"run {result.run_id}: {result.status} in {result.wall_s:.1f} s",
+        f"  jobs: {result.planned} planned, {result.planned - result.pending_at_start} already done, "
+        f"{result.stored_done} done now, {result.stored_failed} failed, {left} still pending",
+        f"  calls: {result.requests} requests ({rate:.1f}/s), {result.tokens} tokens",
+        f"  data: {db}  (try: python -m pipeline status --db {db})",
+    ]
+    lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]
+    if left:
+        lines.append("  run the same command again to finish the pending jobs")
+    print("\n".join(lines))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    con = open_reader(args.db)
+    try:
+        print("cells (latest plan of each):")
+        con.sql("SELECT * FROM cell_status").show(max_rows=1000, max_width=200)
+        print("recent runs:")
+        con.sql("SELECT run_id, experiment, status, started_at, finished_at, planned, pending_at_start, "
+                "done, failed FROM runs ORDER BY started_at DESC LIMIT 5").show(max_width=200)
+    finally:
+        con.close()
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    con = open_reader(args.db)
+    try:
+        relation = con.sql(args.query)
+        if relation is not None:
+            relation.show(max_rows=args.max_rows, max_width=10_000)
+    except duckdb.Error as exc:
+        raise PipelineError(f"sql: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    return 0

@@ -1,0 +1,151 @@
+"""Experiment files: which scenarios, variants, branches and models, and how many samples.
+
+An experiment is TOML (see scenarios/experiments/default.toml). Command-line flags can
+replace its model list with a single endpoint, so any OpenAI-compatible server can be
+targeted without writing a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.scenarios import BRANCHES, Scenario, load_scenarios
+from pipeline.tomlfile import TomlFile
+
+_TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "branches",
+             "samples_per_cell", "params", "models"}
+_MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", "tpm",
+               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed"}
+DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": 512}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model and the endpoint(s) that serve it. Limits of 0/None mean "no limit"."""
+
+    name: str
+    base_urls: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    api_key_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_attempts: int = 6
+    embedded: bool = False
+    send_seed: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """What about the model changes its answers: part of every job id (not the URL)."""
+        return {"model": self.name, "params": self.params, "send_seed": self.send_seed}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    path: Path
+    scenarios: list[Scenario]
+    variants: dict[str, list[str]]
+    branches: tuple[str, ...]
+    samples_per_cell: int
+    models: list[ModelConfig]
+    default_params: dict[str, Any]
+
+    def variants_of(self, scenario: Scenario) -> list[str]:
+        return self.variants.get(scenario.id, scenario.variant_names)
+
+
+def load_experiment(path: Path) -> Experiment:
+    doc = TomlFile.load(path)
+    data = doc.data
+    doc.check_keys(data, "", _TOP_KEYS)
+    name = doc.text_field(data, "name", "name", path.stem)
+    scenarios_dir = (path.parent / doc.text_field(data, "scenarios_dir", "scenarios_dir", "..")).resolve()
+    names = doc.text_list(data, "scenarios", "scenarios", min_items=1, default=None)
+    scenarios = load_scenarios(scenarios_dir, names)
+    branches = tuple(doc.text_list(data, "branches", "branches", min_items=1, default=list(BRANCHES)))
+    for index, branch in enumerate(branches):
+        if branch not in BRANCHES:
+            raise doc.error(f"branches[{index}]", f"unknown branch {branch!r} (use {', '.join(BRANCHES)})")
+    samples = doc.get(data, "samples_per_cell", "samples_per_cell", int, 10)
+    if samples < 1:
+        raise doc.error("samples_per_cell", "must be at least 1")
+    default_params = {**DEFAULT_PARAMS, **doc.get(data, "params", "params", dict, {})}
+    variants = _load_variant_filter(doc, scenarios)
+    models_raw = doc.get(data, "models", "models", list, [])
+    models = [_load_model(doc, raw, index, default_params) for index, raw in enumerate(models_raw)]
+    return Experiment(name=name, path=path, scenarios=scenarios, variants=variants,
+                      branches=branches, samples_per_cell=samples, models=models,
+                      default_params=default_params)
+
+
+def single_endpoint(experiment: Experiment, *, model: str, base_url: str,
+                    api_key_env: str | None) -> Experiment:
+    """Replace the experiment's models with one endpoint given on the command line."""
+    config = ModelConfig(name=model, base_urls=(base_url.rstrip("/"),),
+                         params=dict(experiment.default_params), api_key_env=api_key_env)
+    return replace(experiment, models=[config])
+
+
+def override_limits(experiment: Experiment, *, rpm: float | None, tpm: float | None,
+                    concurrency: int | None) -> Experiment:
+    """Apply command-line limits to every model (None leaves a limit as configured)."""
+    changes: dict[str, Any] = {}
+    if rpm is not None:
+        changes["rpm"] = rpm or None
+    if tpm is not None:
+        changes["tpm"] = tpm or None
+    if concurrency is not None:
+        changes["concurrency"] = concurrency
+    return replace(experiment, models=[replace(m, **changes) for m in experiment.models])
+
+
+def _load_variant_filter(doc: TomlFile, scenarios: list[Scenario]) -> dict[str, list[str]]:
+    table = doc.get(doc.data, "variants", "variants", dict, {})
+    by_id = {s.id: s for s in scenarios}
+    chosen: dict[str, list[str]] = {}
+    for scenario_id, names in table.items():
+        where = f"variants.{scenario_id}"
+        if scenario_id not in by_id:
+            raise doc.error(where, f"no scenario {scenario_id!r} in this experiment")
+        chosen[scenario_id] = doc.text_list(table, where, scenario_id, min_items=1)
+        for name in chosen[scenario_id]:
+            if name not in by_id[scenario_id].variant_names:
+                raise doc.error(where, f"scenario {scenario_id!r} has no variant {name!r} "
+                                       f"(it has {', '.join(by_id[scenario_id].variant_names)})")
+    return chosen
+
+
+def _load_model(doc: TomlFile, raw: Any, index: int, default_params: dict[str, Any]) -> ModelConfig:
+    where = f"models[{index}]"
+    if not isinstance(raw, dict):
+        raise doc.error(where, "must be a table ([[models]])")
+    doc.check_keys(raw, where, _MODEL_KEYS)
+    embedded = doc.get(raw, f"{where}.embedded", "embedded", bool, False)
+    name = doc.text_field(raw, f"{where}.name", "name")
+    urls: list[str] = doc.text_list(raw, f"{where}.base_urls", "base_urls", min_items=1, default=[])
+    if "base_url" in raw:
+        urls.insert(0, doc.text_field(raw, f"{where}.base_url", "base_url"))
+    if not urls and not embedded:
+        raise doc.error(f"{where}.base_url", "is required (or set embedded = true)")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise doc.error(f"{where}.base_url", f"must start with http:// or https://, got {url!r}")
+    limits = {key: doc.get(raw, f"{where}.{key}", key, (int, float), 0) for key in ("rpm", "tpm")}
+    for key, value in limits.items():
+        if value < 0:
+            raise doc.error(f"{where}.{key}", "must be >= 0 (0 = no limit)")
+    concurrency = doc.get(raw, f"{where}.concurrency", "concurrency", int, 8)
+    max_attempts = doc.get(raw, f"{where}.max_attempts", "max_attempts", int, 6)
+    timeout_s = doc.get(raw, f"{where}.timeout_s", "timeout_s", (int, float), 120.0)
+    if concurrency < 1 or max_attempts < 1 or timeout_s <= 0:
+        raise doc.error(where, "concurrency and max_attempts must be >= 1 and timeout_s > 0")
+    return ModelConfig(
+        name=name, base_urls=tuple(u.rstrip("/") for u in urls),
+        params={**default_params, **doc.get(raw, f"{where}.params", "params", dict, {})},
+        api_key_env=doc.text_field(raw, f"{where}.api_key_env", "api_key_env", None),
+        rpm=limits["rpm"] or None, tpm=limits["tpm"] or None, concurrency=concurrency,
+        timeout_s=float(timeout_s), max_attempts=max_attempts, embedded=embedded,
+        send_seed=doc.get(raw, f"{where}.send_seed", "send_seed", bool, True))

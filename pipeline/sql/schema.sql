@@ -1,0 +1,91 @@
+-- Tables of a results database. Created (idempotently) by every `pipeline sample`.
+CREATE TABLE IF NOT EXISTS meta (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+-- One row per `pipeline sample` invocation.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id            VARCHAR PRIMARY KEY,
+    experiment        VARCHAR,
+    experiment_path   VARCHAR,
+    config            JSON,       -- models (API-key variable NAMES only), branches, n
+    argv              JSON,
+    started_at        TIMESTAMPTZ,
+    finished_at       TIMESTAMPTZ,
+    status            VARCHAR,    -- running | completed | interrupted | failed
+    planned           BIGINT,     -- jobs in the plan
+    pending_at_start  BIGINT,     -- jobs not yet done when the run began
+    done              BIGINT,     -- jobs this run finished
+    failed            BIGINT,     -- jobs this run gave up on
+    pipeline_version  VARCHAR,
+    hostname          VARCHAR,
+    pid               INTEGER
+);
+
+-- The grid each run planned: one row per cell, with its samples per cell.
+CREATE TABLE IF NOT EXISTS run_cells (
+    run_id    VARCHAR,
+    scenario  VARCHAR,
+    variant   VARCHAR,
+    branch    VARCHAR,
+    model     VARCHAR,
+    n         INTEGER
+);
+
+-- One row per finished job (done or failed). A job is written together with all of
+-- its responses in one transaction, so a crash never leaves half a job behind.
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id          VARCHAR PRIMARY KEY,  -- hash of everything that changes its requests
+    run_id          VARCHAR,
+    scenario        VARCHAR,
+    scenario_hash   VARCHAR,              -- content hash of the scenario file when sampled
+    variant         VARCHAR,
+    branch          VARCHAR,              -- sampled | refusal | rebuttal
+    phrasing        INTEGER,              -- index of the refusal/rebuttal text; NULL if sampled
+    model           VARCHAR,
+    seed            INTEGER,
+    status          VARCHAR,              -- done | failed
+    error           VARCHAR,
+    finished_at     TIMESTAMPTZ
+);
+
+-- One row per API call (the last attempt of it), successful or not.
+CREATE TABLE IF NOT EXISTS responses (
+    job_id            VARCHAR,
+    run_id            VARCHAR,
+    call              VARCHAR,     -- initial | final
+    model             VARCHAR,
+    base_url          VARCHAR,
+    request_messages  JSON,
+    request_params    JSON,
+    response_text     VARCHAR,
+    finish_reason     VARCHAR,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    latency_ms        DOUBLE,      -- of the last attempt
+    attempts          INTEGER,
+    http_status       INTEGER,
+    error             VARCHAR,
+    created_at        TIMESTAMPTZ
+);
+
+CREATE OR REPLACE VIEW final_responses AS
+SELECT j.job_id, j.scenario, j.variant, j.branch, j.phrasing, j.model, j.seed, j.run_id,
+       r.response_text, r.finish_reason, r.prompt_tokens, r.completion_tokens
+FROM jobs j JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
+WHERE j.status = 'done';
+
+-- Progress per cell against the most recent plan of that cell (what `pipeline status` prints).
+CREATE OR REPLACE VIEW cell_status AS
+WITH latest_plan AS (
+    SELECT c.scenario, c.variant, c.branch, c.model, arg_max(c.n, r.started_at) AS planned
+    FROM run_cells c JOIN runs r USING (run_id) GROUP BY ALL
+), counted AS (
+    SELECT p.scenario, p.variant, p.branch, p.model, p.planned,
+           count(j.job_id) FILTER (WHERE j.status = 'done' AND j.seed < p.planned) AS done,
+           count(j.job_id) FILTER (WHERE j.status = 'failed') AS failed
+    FROM latest_plan p LEFT JOIN jobs j USING (scenario, variant, branch, model)
+    GROUP BY ALL
+)
+SELECT *, planned - done AS pending FROM counted ORDER BY scenario, variant, branch, model;
