@@ -23,11 +23,15 @@ log = structlog.get_logger()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
-    parser.add_argument("--log-json", action="store_true", help="structured logs as JSON lines")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-json", action="store_true", help="structured logs as JSON lines")
+    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("sample", help="sample the experiment grid into the database (resumable)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[common])
+
+    run = command("sample", "sample the experiment grid into the database (resumable)")
     run.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT, help="experiment TOML file")
     run.add_argument("--n", type=int, help="samples per cell (default: the experiment's samples_per_cell)")
     _add_db(run)
@@ -40,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--tpm", type=float, help="tokens per minute (0 = unlimited)")
     limits.add_argument("--concurrency", type=int, help="max requests in flight per endpoint")
 
-    status = commands.add_parser("status", help="done/pending/failed per cell (works during a run)")
+    status = command("status", "done/pending/failed per cell (works during a run)")
     _add_db(status)
 
-    sql = commands.add_parser("sql", help="run a read-only SQL query and print a table (works during a run)")
+    sql = command("sql", "run a read-only SQL query and print a table (works during a run)")
     sql.add_argument("query")
     sql.add_argument("--max-rows", type=int, default=50)
     _add_db(sql)

@@ -1,8 +1,9 @@
 """Request/token budgets and adaptive concurrency for one endpoint.
 
 Providers enforce per-minute limits over short windows, so budgets refill continuously
-and allow at most about one second of burst: steady pacing at the limit finishes in
-the ideal time without provoking 429s. Token reservations are estimates (prompt +
+and allow at most half a second of burst: steady pacing at the limit finishes in the
+ideal time, and the server's own burst allowance is left as slack for network jitter
+(requests sent evenly can still arrive bunched), so pacing does not provoke 429s. Token reservations are estimates (prompt +
 max_tokens) and the unused part is given back once the server reports real usage.
 """
 
@@ -12,7 +13,7 @@ import time
 
 import anyio
 
-BURST_SECONDS = 1.0
+BURST_SECONDS = 0.5
 
 
 class TokenBucket:
@@ -31,12 +32,13 @@ class TokenBucket:
         self._stamp = now
 
     async def acquire(self, amount: float) -> None:
-        """Wait until `amount` is available (capped at capacity, so huge requests still pass)."""
-        amount = min(amount, self.capacity)
+        """Wait for `amount`. A request larger than the burst waits for a full bucket and
+        leaves a debt that later requests wait out, so the long-run rate stays exact."""
+        needed = min(amount, self.capacity)
         async with self._lock:  # FIFO: a large request is not starved by small ones
             self._refill()
-            while self._level < amount:
-                await anyio.sleep((amount - self._level) / self.rate)
+            while self._level < needed:
+                await anyio.sleep((needed - self._level) / self.rate)
                 self._refill()
             self._level -= amount
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ class TomlFile:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", None)
-            message = str(exc).split(" (at line")[0]
+            at = re.search(r"\(at line (\d+)", str(exc))
+            line = int(at.group(1)) if at else None
+            message = str(exc).split(" (at ")[0]
             raise ConfigError(path, None, f"invalid TOML: {message}", line=line) from None
         return cls(path, text, data)
 

@@ -1,0 +1,87 @@
+"""The grid and job ids: stable, content-derived, lazily streamed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pipeline.config import load_experiment
+from pipeline.plan import DoneIndex, pending_jobs, plan_cells
+
+from tests.conftest import Workspace
+
+
+def all_ids(experiment_path: Path, n: int) -> dict[tuple, str]:
+    cells = plan_cells(load_experiment(experiment_path), n)
+    return {(*job.cell.key, job.seed): job.job_id for job in pending_jobs(cells, DoneIndex(cells))}
+
+
+def test_grid_size_and_branch_phrasing_rotation(workspace: Workspace) -> None:
+    cells = plan_cells(load_experiment(workspace.write_experiment("http://h/v1")), 5)
+    # demo: 2 variants x 3 branches; plain: 1 variant x 3 branches
+    assert len(cells) == 9
+    jobs = list(pending_jobs(cells, DoneIndex(cells)))
+    assert len(jobs) == 45 and len({j.job_id for j in jobs}) == 45
+    refusal = [j for j in jobs if j.cell.key == ("demo", "car", "refusal", "fake-model")]
+    assert [j.phrasing for j in refusal] == [0, 1, 0, 1, 0]
+    assert all(j.phrasing is None for j in jobs if j.cell.branch == "sampled")
+    assert jobs[0].seed == 0 and jobs[8].seed == 0 and jobs[9].seed == 1  # seed-major: cells fill evenly
+
+
+def test_same_input_gives_same_ids(workspace: Workspace) -> None:
+    path = workspace.write_experiment("http://h/v1")
+    assert all_ids(path, 6) == all_ids(path, 6)
+
+
+def test_editing_one_scenario_changes_only_its_jobs(workspace: Workspace) -> None:
+    path = workspace.write_experiment("http://h/v1")
+    before = all_ids(path, 4)
+    plain = workspace.scenarios / "plain.toml"
+    plain.write_text(plain.read_text().replace("Acme Capital", "Apex Capital"))
+    after = all_ids(path, 4)
+    for key, job_id in before.items():
+        assert (after[key] == job_id) == (key[0] != "plain"), key
+
+
+def test_editing_a_rebuttal_changes_only_jobs_using_it(workspace: Workspace) -> None:
+    path = workspace.write_experiment("http://h/v1")
+    before = all_ids(path, 4)
+    demo = workspace.scenarios / "demo.toml"
+    demo.write_text(demo.read_text().replace("so no.", "so I decline."))  # rebuttal phrasing 1
+    after = all_ids(path, 4)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {k for k in before if k[0] == "demo" and k[2] == "rebuttal" and k[4] % 2 == 1}
+
+
+def test_model_params_are_part_of_the_id(workspace: Workspace) -> None:
+    before = all_ids(workspace.write_experiment("http://h/v1"), 2)
+    after = all_ids(workspace.write_experiment("http://other-host/v1", model_extra="params = { temperature = 0.0 }"), 2)
+    assert not set(before.values()) & set(after.values())
+    same_url_change = all_ids(workspace.write_experiment("http://other-host/v1"), 2)
+    assert same_url_change == before  # the URL does not change what is sampled
+
+
+def test_done_index_skips_only_matching_jobs(workspace: Workspace) -> None:
+    cells = plan_cells(load_experiment(workspace.write_experiment("http://h/v1")), 3)
+    done = DoneIndex(cells)
+    first = cells[0]
+    done.add(first.key, 1, first.job_id(1))
+    done.add(first.key, 2, "stale-id-from-an-older-scenario-version")
+    done.add(first.key, 99, first.job_id(99))  # beyond n
+    assert done.count == 1
+    pending = [(j.cell.key, j.seed) for j in pending_jobs(cells, done)]
+    assert (first.key, 1) not in pending and (first.key, 2) in pending
+    assert len(pending) == 3 * len(cells) - 1
+
+
+def test_planning_is_lazy(workspace: Workspace) -> None:
+    import tracemalloc
+
+    cells = plan_cells(load_experiment(workspace.write_experiment("http://h/v1")), 20_000)
+    tracemalloc.start()
+    done = DoneIndex(cells)
+    count = sum(1 for _ in pending_jobs(cells, done))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 9 * 20_000
+    assert peak < 1_000_000  # bitmaps (~23 KB) + a few live jobs, not 180,000 job objects
