@@ -125,6 +125,8 @@ class Store:
         plan = [(run["run_id"], *cell.key, cell.n) for cell in cells]
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
+            # We hold the run lock, so a run still marked running was killed (kill -9, power cut).
+            con.execute("UPDATE runs SET status = 'killed' WHERE status = 'running'")
             con.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)
             if plan:
                 con.executemany("INSERT INTO run_cells VALUES (?, ?, ?, ?, ?, ?)", plan)

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS runs (
     argv              JSON,
     started_at        TIMESTAMPTZ,
     finished_at       TIMESTAMPTZ,
-    status            VARCHAR,    -- running | completed | interrupted | failed
+    status            VARCHAR,    -- running | completed | interrupted | failed | killed
     planned           BIGINT,     -- jobs in the plan
     pending_at_start  BIGINT,     -- jobs not yet done when the run began
     done              BIGINT,     -- jobs this run finished
