@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import structlog
 
-from pipeline.config import Experiment, load_experiment, override_limits, single_endpoint
+from pipeline.config import Experiment, ModelConfig, load_experiment, override_limits, single_endpoint
+from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
 from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging
-from pipeline.plan import plan_cells
+from pipeline.plan import Cell, plan_cells
 from pipeline.run import RunResult, sample
 from pipeline.store import Store, open_reader, run_lock
 
@@ -51,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--max-rows", type=int, default=50)
     _add_db(sql)
+
+    serve = command("serve", "run the embedded model's OpenAI-compatible server in the foreground")
+    serve.add_argument("--slots", type=int, default=4, help="parallel sequences (continuous batching)")
+    serve.add_argument("--ctx-per-slot", type=int, default=2048, help="context tokens per slot")
     return parser
 
 
@@ -62,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(json=args.log_json, level=args.log_level)
     try:
-        return {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql}[args.command](args)
+        commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "serve": cmd_serve}
+        return commands[args.command](args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -92,17 +100,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cells = plan_cells(experiment, args.n)
     store = Store(args.db)
     argv = sys.argv[1:]
-    with run_lock(args.db):
+    with run_lock(args.db), ExitStack() as stack:
         store.initialize()
-        try:
-            result = anyio.run(sample, experiment, cells, store, argv)
-        finally:
-            store.close()
-    print_summary(result, args.db)
+        stack.callback(store.close)
+        cells = start_embedded_models(cells, stack)
+        result = anyio.run(sample, experiment, cells, store, argv)
+    print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
     return {"completed": 0, "interrupted": 130}.get(result.status, 1)
 
 
-def print_summary(result: RunResult, db: Path) -> None:
+def start_embedded_models(cells: list[Cell], stack: ExitStack) -> list[Cell]:
+    """Start the local llama.cpp server for embedded models; it stops when `stack` closes."""
+    embedded = {cell.model.name: cell.model for cell in cells if cell.model.embedded}
+    if not embedded:
+        return cells
+    from pipeline.local_model import embedded_server
+
+    served: dict[str, ModelConfig] = {}
+    for name, model in embedded.items():
+        ctx = context_per_slot([c for c in cells if c.model is model], model)
+        log.info("starting the embedded model server", model=name, slots=model.concurrency, ctx_per_slot=ctx)
+        url = stack.enter_context(embedded_server(slots=model.concurrency, ctx_per_slot=ctx))
+        served[name] = replace(model, base_urls=(url,))
+    return [replace(c, model=served[c.model.name]) if c.model.embedded else c for c in cells]
+
+
+def context_per_slot(cells: list[Cell], model: ModelConfig) -> int:
+    """Enough context for the longest conversation: prompt + a sampled initial reply + final reply."""
+    max_tokens = int(model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    longest = max(estimate_tokens(c.conversation.closing("")) for c in cells)
+    needed = int(longest * 1.5) + 2 * max_tokens + 64  # 1.5: chars/4 underestimates small-vocab tokenizers
+    return -(-needed // 256) * 256
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.local_model import serve_forever
+
+    serve_forever(slots=args.slots, ctx_per_slot=args.ctx_per_slot)
+    return 0
+
+
+def print_summary(result: RunResult, db: Path, embedded: bool) -> None:
     rate = result.requests / result.wall_s if result.wall_s else 0.0
     left = result.pending_at_start - result.stored_done
     lines = [
@@ -113,6 +151,9 @@ def print_summary(result: RunResult, db: Path) -> None:
         f"  data: {db}  (try: python -m pipeline status --db {db})",
     ]
     lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]
+    if embedded:
+        lines.append("  note: the embedded model (SmolLM2-135M) is a tiny model for offline runs and pipeline "
+                     "checks, not for findings; see README 'Real models' to sample gpt-4-*, vLLM, Ollama, ...")
     if left:
         lines.append("  run the same command again to finish the pending jobs")
     print("\n".join(lines))

@@ -67,7 +67,7 @@ class Lane:
     async def call(self, messages: list[Message], seed: int, headers: dict[str, str]) -> CallOutcome:
         """One call with retries. Raises EndpointError when the endpoint itself is unusable."""
         body = {**self.request_params(seed), "messages": messages}
-        reserve = _estimate_tokens(messages) + int(self.model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        reserve = estimate_tokens(messages) + int(self.model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
         attempts = 0
         rate_limited_s = 0.0
         last_error = "no attempt made"
@@ -156,6 +156,6 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1))
 
 
-def _estimate_tokens(messages: list[Message]) -> int:
+def estimate_tokens(messages: list[Message]) -> int:
     """~4 characters per token plus per-message overhead: close enough to reserve a budget."""
     return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)

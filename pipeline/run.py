@@ -65,14 +65,14 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
     result = RunResult(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
                        pending_at_start=planned - done.count)
     progress = Progress(total=result.pending_at_start)
-    await anyio.to_thread.run_sync(store.start_run, _run_row(experiment, result, argv), cells)
+    await anyio.to_thread.run_sync(store.start_run, _run_row(experiment, cells, result, argv), cells)
     log.info("run started", run_id=result.run_id, planned=planned, already_done=done.count,
              pending=result.pending_at_start, db=str(store.path))
     lanes = [Lane(model, url, resolve_api_key(model), progress)
-             for model in experiment.models for url in model.base_urls]
+             for model in models_of(cells) for url in model.base_urls]
     started = time.monotonic()
     try:
-        await _run(experiment, cells, done, lanes, store, result, progress)
+        await _run(cells, done, lanes, store, result, progress)
     finally:
         for lane in lanes:
             await lane.aclose()
@@ -82,7 +82,12 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
     return result
 
 
-async def _run(experiment: Experiment, cells: list[Cell], done: DoneIndex, lanes: list[Lane],
+def models_of(cells: list[Cell]) -> list[ModelConfig]:
+    """The distinct models of a plan (cells carry the endpoint actually used, e.g. embedded)."""
+    return list({id(cell.model): cell.model for cell in cells}.values())
+
+
+async def _run(cells: list[Cell], done: DoneIndex, lanes: list[Lane],
                store: Store, result: RunResult, progress: Progress) -> None:
     send_outcomes, receive_outcomes = anyio.create_memory_object_stream[JobOutcome](MAX_BATCH)
     reporter = ProgressReporter(progress)
@@ -93,7 +98,7 @@ async def _run(experiment: Experiment, cells: list[Cell], done: DoneIndex, lanes
         with anyio.CancelScope() as work:
             outer.start_soon(_cancel_on_signal, work, result)
             async with send_outcomes, anyio.create_task_group() as tg:
-                for model in experiment.models:
+                for model in models_of(cells):
                     model_cells = [c for c in cells if c.model is model]
                     send_jobs, receive_jobs = anyio.create_memory_object_stream[Job](model.concurrency)
                     tg.start_soon(_produce, pending_jobs(model_cells, done), send_jobs)
@@ -188,10 +193,10 @@ async def _cancel_on_signal(scope: anyio.CancelScope, result: RunResult) -> None
             return
 
 
-def _run_row(experiment: Experiment, result: RunResult, argv: list[str]) -> dict[str, Any]:
+def _run_row(experiment: Experiment, cells: list[Cell], result: RunResult, argv: list[str]) -> dict[str, Any]:
     models = [{"name": m.name, "base_urls": list(m.base_urls), "api_key_env": m.api_key_env,
                "params": m.params, "rpm": m.rpm, "tpm": m.tpm, "concurrency": m.concurrency,
-               "embedded": m.embedded} for m in experiment.models]
+               "embedded": m.embedded} for m in models_of(cells)]
     config = {"branches": list(experiment.branches), "models": models,
               "scenarios": [s.id for s in experiment.scenarios], "variants": experiment.variants}
     return {"run_id": result.run_id, "experiment": experiment.name,
