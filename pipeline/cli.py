@@ -15,9 +15,10 @@ from pipeline.config import Experiment, ModelConfig, load_experiment, override_l
 from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
 from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging
-from pipeline.plan import Cell, plan_cells
+from pipeline.dryrun import describe_plan
+from pipeline.plan import Cell, DoneIndex, plan_cells
 from pipeline.run import RunResult, sample
-from pipeline.store import Store, open_reader, run_lock
+from pipeline.store import Store, load_done, open_reader, run_lock
 
 DEFAULT_DB = Path("data/results.duckdb")
 DEFAULT_EXPERIMENT = Path("scenarios/experiments/default.toml")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("sample", "sample the experiment grid into the database (resumable)")
     run.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT, help="experiment TOML file")
     run.add_argument("--n", type=int, help="samples per cell (default: the experiment's samples_per_cell)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and its cost; send nothing")
     _add_db(run)
     endpoint = run.add_argument_group("single endpoint (replaces the experiment's models)")
     endpoint.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
@@ -98,6 +100,8 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
 def cmd_sample(args: argparse.Namespace) -> int:
     experiment = load_run_experiment(args)
     cells = plan_cells(experiment, args.n)
+    if args.dry_run:
+        return print_dry_run(cells, args.db)
     store = Store(args.db)
     argv = sys.argv[1:]
     with run_lock(args.db), ExitStack() as stack:
@@ -107,6 +111,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
         result = anyio.run(sample, experiment, cells, store, argv)
     print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
     return {"completed": 0, "interrupted": 130}.get(result.status, 1)
+
+
+def print_dry_run(cells: list[Cell], db: Path) -> int:
+    if db.exists():
+        con = open_reader(db)
+        try:
+            done = load_done(con, cells)
+        finally:
+            con.close()
+    else:
+        done = DoneIndex(cells)
+    print(describe_plan(cells, done))
+    return 0
 
 
 def start_embedded_models(cells: list[Cell], stack: ExitStack) -> list[Cell]:

@@ -109,14 +109,8 @@ class Store:
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
     def load_done(self, cells: Sequence[Cell]) -> DoneIndex:
-        """Which planned jobs are already done (streamed: memory is one bit per planned job)."""
-        done = DoneIndex(cells)
         with self.connect() as con:
-            con.execute("SELECT scenario, variant, branch, model, seed, job_id FROM jobs WHERE status = 'done'")
-            while rows := con.fetchmany(_FETCH_CHUNK):
-                for scenario, variant, branch, model, seed, job_id in rows:
-                    done.add((scenario, variant, branch, model), seed, job_id)
-        return done
+            return load_done(con, cells)
 
     def start_run(self, run: dict[str, Any], cells: Sequence[Cell]) -> None:
         columns = ", ".join(run)
@@ -163,6 +157,16 @@ class Store:
         for child in self._tmpdir.iterdir():
             child.unlink()
         self._tmpdir.rmdir()
+
+
+def load_done(con: duckdb.DuckDBPyConnection, cells: Sequence[Cell]) -> DoneIndex:
+    """Which planned jobs are already done (streamed: memory is one bit per planned job)."""
+    done = DoneIndex(cells)
+    con.execute("SELECT scenario, variant, branch, model, seed, job_id FROM jobs WHERE status = 'done'")
+    while rows := con.fetchmany(_FETCH_CHUNK):
+        for scenario, variant, branch, model, seed, job_id in rows:
+            done.add((scenario, variant, branch, model), seed, job_id)
+    return done
 
 
 def open_reader(path: Path, timeout_s: float = 10.0) -> duckdb.DuckDBPyConnection:

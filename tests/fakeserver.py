@@ -283,6 +283,13 @@ class App:
                    f"Requested {cost}. Please try again in {duration(wait)}. (fake server)")
         return json_reply(429, error_body(message, bucket.kind, "rate_limit_exceeded"), retry_headers(wait))
 
+    def give_back_unused_tokens(self, unused: int) -> None:
+        """Admission charges prompt + max_tokens; the unused completion allowance is given
+        back once the answer is known, so the token limit meters what was really used."""
+        for bucket in self.buckets:
+            if bucket.kind == "tokens":
+                bucket.used = max(0.0, bucket.used - max(0, unused))
+
     def fault(self) -> Reply | None:
         """A random 500/503 (--error-rate); hangs and malformed bodies are decided later."""
         if self.rng.random() < self.knobs.error_rate:
@@ -298,6 +305,7 @@ class App:
         digest = hashlib.sha256(orjson.dumps([messages, seed], option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
         text = self.knobs.reply.format(seed=seed, n_messages=len(messages), hash=digest)
         text, words, truncated = truncate_words(text, max_tokens)
+        self.give_back_unused_tokens((DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens) - words)
         self.completions += 1
         body = orjson.dumps({
             "id": f"chatcmpl-fake{self.completions}",

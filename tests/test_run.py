@@ -157,3 +157,15 @@ def test_bad_scenario_file_is_a_one_line_error_and_keeps_the_database(workspace:
         (line,) = proc.stderr.strip().splitlines()
         assert str(demo) in line and "field 'category'" in line
         assert workspace.db.read_bytes() == before
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(workspace: Workspace) -> None:
+    with FakeServer() as server:
+        workspace.write_experiment(server.base_url, n=4, model_extra="rpm = 60")
+        workspace.sample("--n", "2", "--rpm", "0")
+        server.reset()
+        out = workspace.sample("--dry-run").stdout
+        assert server.stats()["requests"] == 0
+        assert ["demo", "car", "sampled", "fake-model", "4", "2"] in [line.split() for line in out.splitlines()]
+        # 18 pending jobs, 6 of them sampled (2 calls): 24 requests at 60 rpm = 0.4 min.
+        assert "fake-model: 18 pending jobs, 24 requests" in out and "at least 0.4 min" in out
