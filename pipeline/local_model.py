@@ -138,7 +138,10 @@ def _serve_child(port: int, slots: int, ctx_per_slot: int, threads: int | None, 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the process like SIGTERM does
     import xllamacpp  # native library: only the child needs it
 
-    server = xllamacpp.Server(_server_params(ensure_model(), port, slots, ctx_per_slot, threads))
+    try:
+        server = xllamacpp.Server(_server_params(ensure_model(), port, slots, ctx_per_slot, threads))
+    except RuntimeError as exc:  # llama.cpp has logged why; end stderr with one line, no traceback
+        raise SystemExit(f"xllamacpp.Server: {exc}") from None
     print(server.listening_address, flush=True)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may fill the parent's pipe
     while True:
@@ -237,7 +240,10 @@ def _await_ready(proc: subprocess.Popen[bytes], stderr_log: IO[bytes], deadline:
             if httpx.get(f"{address}/health", timeout=2.0, trust_env=False).status_code == 200:
                 return address
         time.sleep(0.1)
-    code = proc.poll()
+    if time.monotonic() < deadline:  # it closed stdout, so it is exiting: get its exit code
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_GRACE_S)
+    code = proc.returncode
     what = "did not become ready in time" if code is None else f"exited during startup (exit code {code})"
     raise LocalModelError(f"local model server {what}: {_tail(_read_all(stderr_log))}")
 

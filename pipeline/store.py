@@ -28,6 +28,7 @@ from pipeline.plan import Cell, DoneIndex
 
 log = structlog.get_logger()
 SCHEMA_VERSION = "1"
+SQL_SCRIPTS = ("schema.sql", "views.sql")  # tables, then the views built on them
 _FETCH_CHUNK = 50_000
 T = TypeVar("T")
 
@@ -103,9 +104,12 @@ class Store:
 
     def initialize(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        schema = resources.files("pipeline").joinpath("sql/schema.sql").read_text(encoding="utf-8")
+        sql = resources.files("pipeline").joinpath("sql")
+        scripts = [sql.joinpath(name).read_text(encoding="utf-8") for name in SQL_SCRIPTS
+                   if sql.joinpath(name).is_file()]
         with self.connect() as con:
-            con.execute(schema)
+            for script in scripts:
+                con.execute(script)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
     def load_done(self, cells: Sequence[Cell]) -> DoneIndex:

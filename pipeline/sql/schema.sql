@@ -89,3 +89,19 @@ WITH latest_plan AS (
     GROUP BY ALL
 )
 SELECT *, planned - done AS pending FROM counted ORDER BY scenario, variant, branch, model;
+
+-- One row per (final response, judge, judge version): re-grading with a new judge never
+-- resamples and never overwrites another judge's labels.
+CREATE TABLE IF NOT EXISTS judgments (
+    job_id         VARCHAR,
+    judge          VARCHAR,     -- e.g. rule, llm:gpt-4o
+    judge_version  VARCHAR,
+    cot_present    BOOLEAN,
+    cot_text       VARCHAR,
+    output_text    VARCHAR,
+    output_label   VARCHAR,     -- unethical | acceptable | unclear
+    cot_label      VARCHAR,     -- predicted from the CoT alone: unethical | acceptable | no_cot | unclear
+    detail         JSON,        -- why: matched rules, or the LLM judge's raw answers
+    graded_at      TIMESTAMPTZ,
+    PRIMARY KEY (job_id, judge, judge_version)
+);
