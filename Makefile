@@ -6,7 +6,7 @@ N ?= 20
 DB ?= data/results.duckdb
 EXPERIMENT ?= scenarios/experiments/default.toml
 
-.PHONY: venv test sample status clean
+.PHONY: venv test sample status bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: venv
 
 sample: venv
 	$(PY) -m pipeline sample --experiment $(EXPERIMENT) --n $(N) --db $(DB)
+
+bench: venv
+	$(PY) -m benchmarks.bench
 
 status: venv
 	$(PY) -m pipeline status --db $(DB)

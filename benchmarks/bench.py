@@ -54,7 +54,7 @@ class Bench:
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def workspace(self, name: str, base_url: str, *, jobs: int, sampled: bool = False,
-                  concurrency: int = 32, model_extra: str = "") -> tuple[Path, Path, int]:
+                  concurrency: int = 32, timeout_s: float = 30, model_extra: str = "") -> tuple[Path, Path, int]:
         """Scenario copy + experiment file + db path; returns (experiment, db, n per cell)."""
         root = self.root / name
         shutil.rmtree(root, ignore_errors=True)
@@ -67,11 +67,14 @@ class Bench:
         experiment.write_text(
             f'name = "bench-{name}"\nbranches = {branches}\nsamples_per_cell = {n}\n'
             f'[params]\nmax_tokens = 32\n[[models]]\nname = "fake"\nbase_url = "{base_url}"\n'
-            f'concurrency = {concurrency}\ntimeout_s = 30\n{model_extra}\n')
+            f'concurrency = {concurrency}\ntimeout_s = {timeout_s}\n{model_extra}\n')
         return experiment, root / "results.duckdb", n
 
     def sample(self, experiment: Path, db: Path, *args: str) -> Outcome:
-        return run_cli(["sample", "--experiment", str(experiment), "--db", str(db), *args])
+        outcome = run_cli(["sample", "--experiment", str(experiment), "--db", str(db), *args])
+        if outcome.returncode != 0:
+            raise SystemExit(f"pipeline sample failed ({outcome.returncode}):\n{outcome.stderr[-2000:]}")
+        return outcome
 
 
 def run_cli(args: list[str]) -> Outcome:
@@ -153,7 +156,7 @@ def case_rate_limited(b: Bench, live_read: bool = True) -> None:
 def case_token_limited(b: Bench) -> None:
     """2: as 1, but the token limit binds."""
     jobs, rpm, latency, concurrency = (600 if b.quick else 2000), 3000, 0.4, 32
-    tpm = 60_000  # ~85 tokens/request -> ~700 requests/min, well under the 3,000 rpm
+    tpm = 150_000  # ~62 tokens/request -> ~2,400 requests/min: the token limit binds, not the 3,000 rpm
     with FakeServer(rpm=rpm, tpm=tpm, latency=latency, jitter=0.05) as server:
         experiment, db, n = b.workspace("tokens", server.base_url, jobs=jobs, concurrency=concurrency)
         outcome = b.sample(experiment, db, "--rpm", str(rpm), "--tpm", str(tpm))
@@ -198,7 +201,7 @@ def case_faults(b: Bench) -> None:
     jobs, burst = (600 if b.quick else 2000), 10.0
     with FakeServer(latency=0.05, error_rate=0.05, hang_rate=0.01, seed=11) as server:
         experiment, db, n = b.workspace("faults", server.base_url, jobs=jobs, concurrency=32,
-                                        model_extra="timeout_s = 2\nmax_attempts = 8")
+                                        timeout_s=2, model_extra="max_attempts = 8")
         timer = threading.Timer(2.0, lambda: server.configure(all_429_for_s=burst))
         timer.start()
         outcome = b.sample(experiment, db)
@@ -292,15 +295,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     _install_wait4()
+    machine = {"cores": os.cpu_count(), "python": sys.version.split()[0], "quick": args.quick}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         bench = Bench(Path(tmp), args.quick)
         for key in (args.only.split(",") if args.only else CASES):
             started = time.monotonic()
             CASES[key](bench)
             print(f"case {key} done in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    machine = {"cores": os.cpu_count(), "python": sys.version.split()[0], "quick": args.quick}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"machine": machine, "results": bench.results}, indent=2))
+            OUT.write_text(json.dumps({"machine": machine, "results": bench.results}, indent=2))
     print(f"machine: {machine}")
     for result in bench.results:
         print("  ".join(f"{k}={v}" for k, v in result.items()))

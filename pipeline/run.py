@@ -24,6 +24,7 @@ import pipeline
 from pipeline.client import EndpointError
 from pipeline.config import Experiment, ModelConfig
 from pipeline.execute import execute_job
+from pipeline.journal import Journal, Segment, read_segment
 from pipeline.lane import Lane
 from pipeline.plan import Cell, DoneIndex, Job, pending_jobs
 from pipeline.progress import Progress, ProgressReporter
@@ -31,8 +32,9 @@ from pipeline.store import JobOutcome, Store, hostname, utc_now
 from pipeline.errors import PipelineError
 
 log = structlog.get_logger()
-FLUSH_INTERVAL_S = 0.5
-MAX_BATCH = 2000
+FLUSH_INTERVAL_S = 0.5      # commit cadence; between commits readers can open the file
+MAX_PENDING = 20_000        # outcomes waiting for a commit before workers are held back
+STREAM_BUFFER = 256
 
 
 @dataclass
@@ -60,6 +62,8 @@ def resolve_api_key(model: ModelConfig) -> str | None:
 
 
 async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str]) -> RunResult:
+    journal = Journal(store.path)
+    await anyio.to_thread.run_sync(recover_journal, journal, store)
     done = await anyio.to_thread.run_sync(store.load_done, cells)
     planned = sum(cell.n for cell in cells)
     result = RunResult(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
@@ -72,7 +76,7 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
              for model in models_of(cells) for url in model.base_urls]
     started = time.monotonic()
     try:
-        await _run(cells, done, lanes, store, result, progress)
+        await _run(cells, done, lanes, store, journal, result, progress)
     finally:
         for lane in lanes:
             await lane.aclose()
@@ -87,13 +91,13 @@ def models_of(cells: list[Cell]) -> list[ModelConfig]:
     return list({id(cell.model): cell.model for cell in cells}.values())
 
 
-async def _run(cells: list[Cell], done: DoneIndex, lanes: list[Lane],
-               store: Store, result: RunResult, progress: Progress) -> None:
-    send_outcomes, receive_outcomes = anyio.create_memory_object_stream[JobOutcome](MAX_BATCH)
+async def _run(cells: list[Cell], done: DoneIndex, lanes: list[Lane], store: Store, journal: Journal,
+               result: RunResult, progress: Progress) -> None:
+    send_outcomes, receive_outcomes = anyio.create_memory_object_stream[JobOutcome](STREAM_BUFFER)
     reporter = ProgressReporter(progress)
     async with anyio.create_task_group() as outer:
         writer_done = anyio.Event()
-        outer.start_soon(_write_outcomes, receive_outcomes, store, result, writer_done)
+        outer.start_soon(_write_outcomes, receive_outcomes, store, journal, result, writer_done)
         outer.start_soon(_report, reporter)
         with anyio.CancelScope() as work:
             outer.start_soon(_cancel_on_signal, work, result)
@@ -147,25 +151,58 @@ async def _work(lane: Lane, jobs: ObjectReceiveStream[Job], outcomes: ObjectSend
             await outcomes.send(outcome)
 
 
-async def _write_outcomes(receive: ObjectReceiveStream[JobOutcome], store: Store, result: RunResult,
-                          finished: anyio.Event) -> None:
-    """The only writer: batches outcomes into short transactions until every worker is gone."""
-    async with receive:
-        ended = False
-        while not ended:
-            try:
-                batch = [await receive.receive()]
-            except anyio.EndOfStream:
-                break
+async def _write_outcomes(receive: ObjectReceiveStream[JobOutcome], store: Store, journal: Journal,
+                          result: RunResult, finished: anyio.Event) -> None:
+    """The only writer. One task journals each outcome the moment it arrives; another
+    commits what has gathered every FLUSH_INTERVAL_S in one short transaction. Keeping
+    them apart means outcomes are journaled even while a commit is running."""
+    pending = PendingBatch(journal)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_journal_outcomes, receive, pending)
+        while not (pending.closed and not pending.outcomes):
             with anyio.move_on_after(FLUSH_INTERVAL_S):
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(await receive.receive())
-                    except anyio.EndOfStream:
-                        ended = True
-                        break
-            await _flush(batch, store, result)
+                await pending.closed_event.wait()
+            if pending.outcomes:
+                batch, segment = pending.take()
+                await _flush(batch, store, result)
+                segment.discard()
     finished.set()
+
+
+class PendingBatch:
+    """Outcomes received but not committed, and the journal segment that holds them."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self.outcomes: list[JobOutcome] = []
+        self.segment: Segment | None = None
+        self.closed = False
+        self.closed_event = anyio.Event()
+        self.taken = anyio.Event()
+
+    def add(self, outcome: JobOutcome) -> None:
+        if self.segment is None:
+            self.segment = self.journal.new_segment()
+        self.segment.append(outcome)
+        self.outcomes.append(outcome)
+
+    def take(self) -> tuple[list[JobOutcome], Segment]:
+        assert self.segment is not None
+        taken = self.outcomes, self.segment
+        self.outcomes, self.segment = [], None
+        self.taken.set()
+        self.taken = anyio.Event()
+        return taken
+
+
+async def _journal_outcomes(receive: ObjectReceiveStream[JobOutcome], pending: PendingBatch) -> None:
+    async with receive:
+        async for outcome in receive:
+            pending.add(outcome)
+            while len(pending.outcomes) >= MAX_PENDING:  # DuckDB fell behind: hold the workers
+                await pending.taken.wait()
+    pending.closed = True
+    pending.closed_event.set()
 
 
 async def _flush(batch: list[JobOutcome], store: Store, result: RunResult) -> None:
@@ -175,6 +212,15 @@ async def _flush(batch: list[JobOutcome], store: Store, result: RunResult) -> No
     counters = {"done": result.stored_done, "failed": result.stored_failed}
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(store.write_batch, batch, result.run_id, counters)
+
+
+def recover_journal(journal: Journal, store: Store) -> None:
+    """Import what a killed run had answered but not committed (idempotent)."""
+    for path in journal.leftovers():
+        outcomes = list(read_segment(path))
+        store.write_batch(outcomes, recovering=True)
+        path.unlink()
+        log.info("recovered finished jobs from a killed run's journal", jobs=len(outcomes), segment=path.name)
 
 
 async def _report(reporter: ProgressReporter) -> None:

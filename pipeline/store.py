@@ -44,6 +44,12 @@ RESPONSE_COLUMNS = {
     "completion_tokens": "INTEGER", "latency_ms": "DOUBLE", "attempts": "INTEGER",
     "http_status": "INTEGER", "error": "VARCHAR", "created_at": "TIMESTAMPTZ",
 }
+RESPONSE_KEY = ("job_id", "run_id", "call")
+JUDGMENT_COLUMNS = {
+    "job_id": "VARCHAR", "judge": "VARCHAR", "judge_version": "VARCHAR", "cot_present": "BOOLEAN",
+    "cot_text": "VARCHAR", "output_text": "VARCHAR", "output_label": "VARCHAR", "cot_label": "VARCHAR",
+    "detail": "JSON", "graded_at": "TIMESTAMPTZ",
+}
 
 
 @dataclass
@@ -138,24 +144,40 @@ class Store:
         with self.connect() as con:
             self.update_run(con, run_id, finished_at=utc_now(), **fields)
 
-    def write_batch(self, outcomes: Sequence[JobOutcome], run_id: str, counters: dict[str, int]) -> None:
-        """Write jobs and their responses in ONE transaction (bulk-loaded from NDJSON)."""
-        jobs_file = self._tmpdir / "jobs.ndjson"
-        responses_file = self._tmpdir / "responses.ndjson"
-        jobs_file.write_bytes(b"\n".join(orjson.dumps(o.job) for o in outcomes))
-        response_rows = [r for o in outcomes for r in o.responses]
-        responses_file.write_bytes(b"\n".join(orjson.dumps(r) for r in response_rows))
+    def write_batch(self, outcomes: Sequence[JobOutcome], run_id: str | None = None,
+                    counters: dict[str, int] | None = None, recovering: bool = False) -> None:
+        """Write jobs and their responses in ONE transaction. `recovering` makes it idempotent
+        (a journal segment may already have been committed before its run died)."""
+        jobs = [o.job for o in outcomes]
+        responses = [r for o in outcomes for r in o.responses]
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"INSERT OR REPLACE INTO jobs BY NAME SELECT * FROM {_read_ndjson(jobs_file, JOB_COLUMNS)}")
-                if response_rows:
-                    con.execute(f"INSERT INTO responses BY NAME SELECT * FROM {_read_ndjson(responses_file, RESPONSE_COLUMNS)}")
-                self.update_run(con, run_id, **counters)
+                self.insert_rows(con, "jobs", jobs, JOB_COLUMNS, replace=True)
+                self.insert_rows(con, "responses", responses, RESPONSE_COLUMNS,
+                                 unless_exists=RESPONSE_KEY if recovering else None)
+                if run_id and counters:
+                    self.update_run(con, run_id, **counters)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+    def insert_rows(self, con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]],
+                    columns: dict[str, str], replace: bool = False,
+                    unless_exists: tuple[str, ...] | None = None) -> None:
+        """Bulk insert through an NDJSON file: ~10x faster than executemany in DuckDB.
+        `unless_exists` names key columns: rows whose key is already stored are skipped."""
+        if not rows:
+            return
+        path = self._tmpdir / f"{table}.ndjson"
+        path.write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        where = ""
+        if unless_exists:
+            match = " AND ".join(f"old.{key} = new.{key}" for key in unless_exists)
+            where = f" WHERE NOT EXISTS (SELECT 1 FROM {table} old WHERE {match})"
+        con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {_read_ndjson(path, columns)} new{where}")
 
     def close(self) -> None:
         for child in self._tmpdir.iterdir():

@@ -1,0 +1,70 @@
+"""`pipeline grade`: label final responses that a judge has not labelled yet.
+
+Grading never resamples and never touches another judge's (or version's) labels: rows
+are keyed by (job_id, judge, judge_version). Work goes in chunks, each read and written
+in its own short transaction, so a run that is sampling at the same time keeps going.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION, Judgment, judge_response
+from pipeline.scenarios import Scenario
+from pipeline.store import JUDGMENT_COLUMNS, Store, utc_now
+
+log = structlog.get_logger()
+CHUNK = 5000
+UNGRADED_SQL = """
+    SELECT f.job_id, f.scenario, f.response_text
+    FROM final_responses f
+    ANTI JOIN judgments j ON j.job_id = f.job_id AND j.judge = $judge AND j.judge_version = $version
+    WHERE list_contains($scenarios, f.scenario)
+    ORDER BY f.job_id LIMIT $limit"""
+UNKNOWN_SQL = "SELECT DISTINCT scenario FROM final_responses WHERE NOT list_contains($scenarios, scenario)"
+
+
+@dataclass
+class GradeResult:
+    graded: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    unknown_scenarios: list[str] = field(default_factory=list)
+
+
+def judgment_row(job_id: str, judge: str, version: str, judgment: Judgment) -> dict[str, Any]:
+    return {"job_id": job_id, "judge": judge, "judge_version": version,
+            "cot_present": judgment.cot_present, "cot_text": judgment.cot_text,
+            "output_text": judgment.output_text, "output_label": judgment.output_label,
+            "cot_label": judgment.cot_label, "detail": judgment.detail, "graded_at": utc_now()}
+
+
+def grade_with_rules(store: Store, scenarios: dict[str, Scenario],
+                     on_progress: Callable[[int], None] | None = None) -> GradeResult:
+    """Rule-judge every ungraded final response (offline, deterministic)."""
+    result = GradeResult()
+    params = {"judge": RULE_JUDGE_NAME, "version": RULE_JUDGE_VERSION, "scenarios": list(scenarios),
+              "limit": CHUNK}
+    with store.connect() as con:
+        result.unknown_scenarios = [s for (s,) in con.execute(UNKNOWN_SQL, {"scenarios": list(scenarios)}).fetchall()]
+    for scenario_id in result.unknown_scenarios:
+        log.warning("not graded: no scenario file for these responses", scenario=scenario_id)
+    while True:
+        with store.connect() as con:
+            rows = con.execute(UNGRADED_SQL, params).fetchall()
+        if not rows:
+            return result
+        batch = []
+        for job_id, scenario_id, text in rows:
+            judgment = judge_response(scenarios[scenario_id], text or "")
+            batch.append(judgment_row(job_id, RULE_JUDGE_NAME, RULE_JUDGE_VERSION, judgment))
+            result.labels[judgment.output_label] += 1
+        with store.connect() as con:
+            store.insert_rows(con, "judgments", batch, JUDGMENT_COLUMNS, replace=True)
+        result.graded += len(batch)
+        if on_progress:
+            on_progress(result.graded)
