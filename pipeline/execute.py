@@ -12,10 +12,15 @@ from typing import Any
 from pipeline.lane import CallOutcome, Lane
 from pipeline.plan import Job
 from pipeline.scenarios import Message
-from pipeline.store import JobOutcome, utc_now
+import structlog
+
+from pipeline.store import Outcome, utc_now
 
 
-async def execute_job(job: Job, lane: Lane, run_id: str) -> JobOutcome:
+log = structlog.get_logger()
+
+
+async def execute_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     conversation = job.cell.conversation
     responses: list[dict[str, Any]] = []
     initial = job.fixed_response()
@@ -24,13 +29,20 @@ async def execute_job(job: Job, lane: Lane, run_id: str) -> JobOutcome:
         outcome = await _call(lane, job, "initial", messages)
         responses.append(_response_row(job, lane, run_id, "initial", messages, outcome))
         if not outcome.ok:
-            return JobOutcome(_job_row(job, run_id, f"initial call: {outcome.error}"), responses)
+            return _outcome(job, run_id, f"initial call: {outcome.error}", responses)
         initial = outcome.text or ""
     messages = conversation.closing(initial)
     outcome = await _call(lane, job, "final", messages)
     responses.append(_response_row(job, lane, run_id, "final", messages, outcome))
     error = None if outcome.ok else f"final call: {outcome.error}"
-    return JobOutcome(_job_row(job, run_id, error), responses)
+    return _outcome(job, run_id, error, responses)
+
+
+def _outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]]) -> Outcome:
+    if error:
+        log.warning("job failed", job_id=job.job_id, scenario=job.cell.scenario.id, branch=job.cell.branch,
+                    seed=job.seed, error=error)
+    return Outcome({"jobs": [_job_row(job, run_id, error)], "responses": responses}, failed=error is not None)
 
 
 async def _call(lane: Lane, job: Job, call: str, messages: list[Message]) -> CallOutcome:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.store import JobOutcome
+from pipeline.store import Outcome
 
 
 class Segment:
@@ -26,8 +26,8 @@ class Segment:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    def append(self, outcome: JobOutcome) -> None:
-        os.write(self._fd, orjson.dumps({"job": outcome.job, "responses": outcome.responses}) + b"\n")
+    def append(self, outcome: Outcome) -> None:
+        os.write(self._fd, orjson.dumps({"rows": outcome.rows, "failed": outcome.failed}) + b"\n")
 
     def discard(self) -> None:
         """The batch is committed: the spill copy is no longer needed."""
@@ -49,11 +49,11 @@ class Journal:
         return Segment(self.directory / f"{os.getpid()}-{next(self._numbers):08d}.ndjson")
 
 
-def read_segment(path: Path) -> Iterator[JobOutcome]:
+def read_segment(path: Path) -> Iterator[Outcome]:
     """Outcomes of a leftover segment; a torn last line (if any) is skipped."""
     for line in path.read_bytes().splitlines():
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        yield JobOutcome(record["job"], record["responses"])
+        yield Outcome(record["rows"], record["failed"])

@@ -44,7 +44,6 @@ RESPONSE_COLUMNS = {
     "completion_tokens": "INTEGER", "latency_ms": "DOUBLE", "attempts": "INTEGER",
     "http_status": "INTEGER", "error": "VARCHAR", "created_at": "TIMESTAMPTZ",
 }
-RESPONSE_KEY = ("job_id", "run_id", "call")
 JUDGMENT_COLUMNS = {
     "job_id": "VARCHAR", "judge": "VARCHAR", "judge_version": "VARCHAR", "cot_present": "BOOLEAN",
     "cot_text": "VARCHAR", "output_text": "VARCHAR", "output_label": "VARCHAR", "cot_label": "VARCHAR",
@@ -53,11 +52,26 @@ JUDGMENT_COLUMNS = {
 
 
 @dataclass
-class JobOutcome:
-    """A finished job and all of its calls: written together or not at all."""
+class Outcome:
+    """Rows that are written together or not at all: a job and all of its calls, or the
+    judgment of one response. `failed` marks work that ended in an error (for counters)."""
 
-    job: dict[str, Any]
-    responses: list[dict[str, Any]]
+    rows: dict[str, list[dict[str, Any]]]
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    columns: dict[str, str]
+    replace: bool = False                  # INSERT OR REPLACE on the primary key
+    key: tuple[str, ...] | None = None     # natural key, for idempotent re-imports
+
+
+TABLES = {
+    "jobs": TableSpec(JOB_COLUMNS, replace=True),
+    "responses": TableSpec(RESPONSE_COLUMNS, key=("job_id", "run_id", "call")),
+    "judgments": TableSpec(JUDGMENT_COLUMNS, replace=True),
+}
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -144,20 +158,23 @@ class Store:
         with self.connect() as con:
             self.update_run(con, run_id, finished_at=utc_now(), **fields)
 
-    def write_batch(self, outcomes: Sequence[JobOutcome], run_id: str | None = None,
-                    counters: dict[str, int] | None = None, recovering: bool = False) -> None:
-        """Write jobs and their responses in ONE transaction. `recovering` makes it idempotent
+    def write_batch(self, outcomes: Sequence[Outcome], on_commit: Callable[[duckdb.DuckDBPyConnection], None]
+                    | None = None, recovering: bool = False) -> None:
+        """Write every row of `outcomes` in ONE transaction. `recovering` makes it idempotent
         (a journal segment may already have been committed before its run died)."""
-        jobs = [o.job for o in outcomes]
-        responses = [r for o in outcomes for r in o.responses]
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            for table, rows in outcome.rows.items():
+                by_table.setdefault(table, []).extend(rows)
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                self.insert_rows(con, "jobs", jobs, JOB_COLUMNS, replace=True)
-                self.insert_rows(con, "responses", responses, RESPONSE_COLUMNS,
-                                 unless_exists=RESPONSE_KEY if recovering else None)
-                if run_id and counters:
-                    self.update_run(con, run_id, **counters)
+                for table, rows in by_table.items():
+                    spec = TABLES[table]
+                    self.insert_rows(con, table, rows, spec.columns, replace=spec.replace,
+                                     unless_exists=spec.key if recovering and not spec.replace else None)
+                if on_commit:
+                    on_commit(con)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
