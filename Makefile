@@ -6,7 +6,7 @@ N ?= 20
 DB ?= data/results.duckdb
 EXPERIMENT ?= scenarios/experiments/default.toml
 
-.PHONY: venv test sample status bench clean
+.PHONY: venv test sample grade report status bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ test: venv
 
 sample: venv
 	$(PY) -m pipeline sample --experiment $(EXPERIMENT) --n $(N) --db $(DB)
+
+grade: venv
+	$(PY) -m pipeline grade --db $(DB)
+
+report: venv
+	$(PY) -m pipeline grade --db $(DB)
+	$(PY) -m pipeline report --db $(DB) --out data/report
 
 bench: venv
 	$(PY) -m benchmarks.bench

@@ -16,12 +16,20 @@ from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
 from pipeline.errors import PipelineError
 from pipeline.logs import configure_logging
 from pipeline.dryrun import describe_plan
+from pipeline.evaluate import agreement, format_agreement, load_fixtures
+from pipeline.grade import grade_with_llm, grade_with_rules, predict_with_llm, predict_with_rules
+from pipeline.llm_judge import JUDGE_PARAMS, load_judge
+from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION
+from pipeline.scenarios import load_scenarios
 from pipeline.plan import Cell, DoneIndex, plan_cells
 from pipeline.run import RunResult, sample
 from pipeline.store import Store, load_done, open_reader, run_lock
 
 DEFAULT_DB = Path("data/results.duckdb")
 DEFAULT_EXPERIMENT = Path("scenarios/experiments/default.toml")
+DEFAULT_SCENARIOS = Path("scenarios")
+DEFAULT_FIXTURES = Path("tests/fixtures/labelled.jsonl")
+DEFAULT_REPORT = Path("data/report")
 log = structlog.get_logger()
 
 
@@ -40,14 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n", type=int, help="samples per cell (default: the experiment's samples_per_cell)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its cost; send nothing")
     _add_db(run)
-    endpoint = run.add_argument_group("single endpoint (replaces the experiment's models)")
-    endpoint.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
-    endpoint.add_argument("--model", help="model name sent to the endpoint")
-    endpoint.add_argument("--api-key-env", help="environment variable holding the API key (none: no auth header)")
-    limits = run.add_argument_group("limits (override every model's)")
-    limits.add_argument("--rpm", type=float, help="requests per minute (0 = unlimited)")
-    limits.add_argument("--tpm", type=float, help="tokens per minute (0 = unlimited)")
-    limits.add_argument("--concurrency", type=int, help="max requests in flight per endpoint")
+    _add_endpoint(run, "single endpoint (replaces the experiment's models)")
 
     status = command("status", "done/pending/failed per cell (works during a run)")
     _add_db(status)
@@ -57,10 +58,35 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--max-rows", type=int, default=50)
     _add_db(sql)
 
+    grade = command("grade", "label final responses a judge has not labelled yet (never resamples)")
+    grade.add_argument("--judge", choices=["rule", "llm"], default="rule",
+                       help="rule: offline regex rules from the scenario files; llm: a chat model (needs --base-url/--model)")
+    grade.add_argument("--scenarios-dir", type=Path, default=DEFAULT_SCENARIOS, help="where the scenario files are")
+    grade.add_argument("--eval-fixtures", nargs="?", const=DEFAULT_FIXTURES, type=Path, metavar="JSONL",
+                       help=f"instead of grading: accuracy and Cohen's kappa against hand labels ({DEFAULT_FIXTURES})")
+    _add_db(grade)
+    _add_endpoint(grade, "the LLM judge's endpoint")
+
+    report = command("report", "the paper's figures (PNG) and a Markdown summary, from the database")
+    report.add_argument("--out", type=Path, default=DEFAULT_REPORT, help=f"output folder (default {DEFAULT_REPORT})")
+    report.add_argument("--judge", default=RULE_JUDGE_NAME, help="whose labels to report (default: rule)")
+    _add_db(report)
+
     serve = command("serve", "run the embedded model's OpenAI-compatible server in the foreground")
     serve.add_argument("--slots", type=int, default=4, help="parallel sequences (continuous batching)")
     serve.add_argument("--ctx-per-slot", type=int, default=2048, help="context tokens per slot")
     return parser
+
+
+def _add_endpoint(parser: argparse.ArgumentParser, title: str) -> None:
+    endpoint = parser.add_argument_group(title)
+    endpoint.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    endpoint.add_argument("--model", help="model name sent to the endpoint")
+    endpoint.add_argument("--api-key-env", help="environment variable holding the API key (none: no auth header)")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--rpm", type=float, help="requests per minute (0 = unlimited)")
+    limits.add_argument("--tpm", type=float, help="tokens per minute (0 = unlimited)")
+    limits.add_argument("--concurrency", type=int, help="max requests in flight per endpoint")
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(json=args.log_json, level=args.log_level)
     try:
-        commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "serve": cmd_serve}
+        commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "grade": cmd_grade,
+                    "report": cmd_report, "serve": cmd_serve}
         return commands[args.command](args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -148,6 +175,49 @@ def context_per_slot(cells: list[Cell], model: ModelConfig) -> int:
     longest = max(estimate_tokens(c.conversation.closing("")) for c in cells)
     needed = int(longest * 1.5) + 2 * max_tokens + 64  # 1.5: chars/4 underestimates small-vocab tokenizers
     return -(-needed // 256) * 256
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    scenarios = {s.id: s for s in load_scenarios(args.scenarios_dir)}
+    judge = load_judge(judge_model(args)) if args.judge == "llm" else None
+    if args.eval_fixtures:
+        items = load_fixtures(args.eval_fixtures, scenarios)
+        predictions = anyio.run(predict_with_llm, judge, items) if judge else predict_with_rules(items)
+        print(format_agreement(judge.name if judge else RULE_JUDGE_NAME, agreement(items, predictions)))
+        return 0
+    store = Store(args.db)
+    if not args.db.exists():
+        raise PipelineError(f"{args.db}: no such database (run `pipeline sample` first)")
+    with run_lock(args.db), ExitStack() as stack:
+        store.initialize()
+        stack.callback(store.close)
+        if judge is None:
+            result = grade_with_rules(store, scenarios)
+            print(f"graded {result.graded} responses with the rule judge v{RULE_JUDGE_VERSION}: "
+                  f"{dict(result.labels)}")
+            return 0
+        engine = anyio.run(grade_with_llm, store, judge, scenarios)
+    print(f"graded {engine.stored_ok} responses with {judge.name} (version {judge.version}); "
+          f"{engine.stored_failed} got no answer and stay ungraded; status {engine.status}")
+    for error in engine.endpoint_errors:
+        print(f"  endpoint error: {error}")
+    return {"completed": 0, "interrupted": 130}.get(engine.status, 1)
+
+
+def judge_model(args: argparse.Namespace) -> ModelConfig:
+    if not (args.base_url and args.model):
+        raise PipelineError("--judge llm needs --base-url and --model (any OpenAI-compatible endpoint)")
+    return ModelConfig(name=args.model, base_urls=(args.base_url.rstrip("/"),), params=dict(JUDGE_PARAMS),
+                       api_key_env=args.api_key_env, rpm=args.rpm or None, tpm=args.tpm or None,
+                       concurrency=args.concurrency or 8)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report  # matplotlib loads only for this command
+
+    for path in write_report(args.db, args.out, judge=args.judge):
+        print(path)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
+import anyio
 import structlog
 
+from pipeline.engine import EngineResult, Stream, recover_journal, run_engine
+from pipeline.evaluate import Labelled
+from pipeline.journal import Journal
+from pipeline.llm_judge import LlmJudge, Ungraded, count_ungraded, judge_one, ungraded
+from pipeline.progress import Progress
 from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION, Judgment, judge_response
+from pipeline.run import make_lanes
 from pipeline.scenarios import Scenario
 from pipeline.store import JUDGMENT_COLUMNS, Store, utc_now
 
@@ -68,3 +76,46 @@ def grade_with_rules(store: Store, scenarios: dict[str, Scenario],
         result.graded += len(batch)
         if on_progress:
             on_progress(result.graded)
+
+
+async def grade_with_llm(store: Store, judge: LlmJudge, scenarios: dict[str, Scenario]) -> EngineResult:
+    """LLM-judge every response this judge version has not labelled, through the engine."""
+    journal = Journal(store.path)
+    await anyio.to_thread.run_sync(recover_journal, journal, store)
+    total = await anyio.to_thread.run_sync(count_ungraded, store, judge, scenarios)
+    progress = Progress(total=total)
+    log.info("grading started", judge=judge.name, version=judge.version, ungraded=total)
+    lanes = make_lanes(judge.model, progress)
+    try:
+        stream = Stream(lanes, ungraded(store, judge, scenarios), partial(judge_one, judge=judge))
+        return await run_engine([stream], store, journal, progress)
+    finally:
+        for lane in lanes:
+            await lane.aclose()
+
+
+def predict_with_rules(items: list[Labelled]) -> list[dict[str, Any]]:
+    return [asdict(judge_response(item.scenario, item.text)) for item in items]
+
+
+async def predict_with_llm(judge: LlmJudge, items: list[Labelled]) -> list[dict[str, Any]]:
+    """Label the fixtures directly (no database); a failed call counts as 'unclear'."""
+    progress = Progress(total=len(items))
+    (lane, *_) = lanes = make_lanes(judge.model, progress)
+    predictions: list[dict[str, Any]] = [{}] * len(items)
+    limiter = anyio.Semaphore(judge.model.concurrency)
+
+    async def one(index: int, item: Labelled) -> None:
+        async with limiter:
+            outcome = await judge_one(Ungraded(item.id, item.scenario, item.text), lane, judge)
+        rows = outcome.rows.get("judgments")
+        predictions[index] = rows[0] if rows else {"output_label": "unclear", "cot_present": "?", "cot_label": "unclear"}
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for index, item in enumerate(items):
+                tg.start_soon(one, index, item)
+    finally:
+        for each in lanes:
+            await each.aclose()
+    return predictions

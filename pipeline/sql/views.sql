@@ -45,10 +45,14 @@ CREATE OR REPLACE MACRO two_prop_p(k1, n1, k2, n2) AS
 
 -- Newcombe (1998) hybrid score interval (method 10) for p1 - p2, from Wilson bounds.
 CREATE OR REPLACE MACRO newcombe_lo(k1, n1, k2, n2) AS
-    k1 / n1 - k2 / n2 - sqrt((k1 / n1 - wilson_lo(k1, n1)) ^ 2 + (wilson_hi(k2, n2) - k2 / n2) ^ 2);
+    CASE WHEN n1 > 0 AND n2 > 0 THEN
+        k1 / n1 - k2 / n2 - sqrt((k1 / n1 - wilson_lo(k1, n1)) ^ 2 + (wilson_hi(k2, n2) - k2 / n2) ^ 2)
+    END;
 
 CREATE OR REPLACE MACRO newcombe_hi(k1, n1, k2, n2) AS
-    k1 / n1 - k2 / n2 + sqrt((wilson_hi(k1, n1) - k1 / n1) ^ 2 + (k2 / n2 - wilson_lo(k2, n2)) ^ 2);
+    CASE WHEN n1 > 0 AND n2 > 0 THEN
+        k1 / n1 - k2 / n2 + sqrt((wilson_hi(k1, n1) - k1 / n1) ^ 2 + (k2 / n2 - wilson_lo(k2, n2)) ^ 2)
+    END;
 
 -- ---------------------------------------------------------------- labelled responses
 -- Each judge's newest version (max graded_at), joined to its done job.
@@ -136,8 +140,8 @@ SELECT scenario, variant, model, judge, judge_version, metric, branch_a, branch_
        k_a, n_a, k_a / nullif(n_a, 0) AS rate_a,
        k_b, n_b, k_b / nullif(n_b, 0) AS rate_b,
        k_a / nullif(n_a, 0) - k_b / nullif(n_b, 0) AS diff,
-       CASE WHEN n_a > 0 AND n_b > 0 THEN newcombe_lo(k_a, n_a, k_b, n_b) END AS diff_lo,
-       CASE WHEN n_a > 0 AND n_b > 0 THEN newcombe_hi(k_a, n_a, k_b, n_b) END AS diff_hi,
+       newcombe_lo(k_a, n_a, k_b, n_b) AS diff_lo,
+       newcombe_hi(k_a, n_a, k_b, n_b) AS diff_hi,
        two_prop_p(k_a, n_a, k_b, n_b) AS p_value
 FROM paired
 ORDER BY scenario, variant, model, judge, metric DESC, branch_a, branch_b;

@@ -1,0 +1,158 @@
+"""Split a final response into its chain of thought (CoT) and its output.
+
+Scenarios ask for a 'Reasoning:' section then an 'Output:' section, but models drift: markdown
+headings, other output labels, <thinking> tags, reasoning after the output, or no sections at
+all. The rules, in order:
+
+1. Sections are opened by headings at the start of a line, in any case: plain ('Reasoning:'),
+   markdown ('## Reasoning', '**Reasoning:**', '**Reasoning**') or numbered ('1. Reasoning:').
+   A plain label needs a colon or a line of its own, so prose such as 'Response times vary'
+   opens nothing. Tags (<thinking>, <reasoning>, <output>, ...) open sections too; a closing
+   reasoning tag ends the reasoning.
+2. Output labels ('Output:', 'Reply:', 'Response:', 'Email:', 'Final answer:', ...) are dropped.
+   Content labels ('Trade:', 'Report:', 'Subject:') are part of what is sent, so they are kept;
+   when no output label exists, the first one outside a tagged reasoning block starts the output.
+3. With an output section, everything outside it is CoT: unlabelled text before or between
+   sections sits where the reasoning belongs.
+4. Without one, the output is the unlabelled text (before a reasoning heading, i.e. reasoning
+   placed after the output, or after a closing reasoning tag); failing that, the paragraph of the
+   reasoning that opens with a greeting (the model forgot 'Output:'); failing that, empty.
+5. No heading or tag at all: the whole text is the output.
+
+A CoT is *present* only with at least MIN_COT_WORDS words: every fixed refusal line ("I'm sorry,
+but I can't assist with that request." is 9 words) and placeholders ('N/A', 'Hold for now.')
+fall below it, while any reasoning that states the situation and a decision is longer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MIN_COT_WORDS = 10
+
+_REASONING_NAMES = ("thinking", "think", "reasoning", "scratchpad", "analysis")
+_OUTPUT_NAMES = ("output", "response", "answer", "reply", "email")
+_REASONING_LABEL = (r"(?:(?:private|internal|step[- ]by[- ]step|my)\s+)?"
+                    r"(?:reasoning|thinking|thoughts|thought\s+process|chain[- ]of[- ]thought|scratchpad)")
+_OUTPUT_LABEL = (r"(?:(?:final|chat|customer|sent)\s+)?(?:output|reply|response|answer|message|email)"
+                 r"(?:\s+(?:to|for)\s+[\w' ]{1,30}?(?=[ \t]*(?:\*{1,2}|_{1,2})?[ \t]*:))?")  # "Reply to Denise:"
+_HEADING = re.compile(
+    r"^[ \t]*(?P<hash>\#{1,6}[ \t]*)?(?:\d[.)][ \t]*)?(?P<open>\*{1,2}|_{1,2})?[ \t]*"
+    rf"(?:(?P<reasoning>{_REASONING_LABEL})|(?P<output>{_OUTPUT_LABEL}))"
+    r"[ \t]*(?:\([^)\n]{0,40}\))?[ \t]*(?P<close>\*{1,2}|_{1,2})?[ \t]*(?P<colon>:)?"
+    r"[ \t]*(?:\*{1,2}|_{1,2})?[ \t]*(?P<rest>[^\n]*)$",
+    re.IGNORECASE | re.MULTILINE)
+_CONTENT_LABEL = re.compile(r"^[ \t]*(?:\*{1,2})?(?:trade|report|subject)(?:\*{1,2})?[ \t]*:",
+                            re.IGNORECASE | re.MULTILINE)
+_TAG = re.compile(rf"<\s*(?P<closing>/)?\s*(?P<name>{'|'.join(_REASONING_NAMES + _OUTPUT_NAMES)})\s*>",
+                  re.IGNORECASE)
+_CLOSED_REASONING_TAG = re.compile(rf"<\s*({'|'.join(_REASONING_NAMES)})\s*>.*?<\s*/\s*\1\s*>",
+                                   re.IGNORECASE | re.DOTALL)
+_GREETING_PARAGRAPH = re.compile(
+    r"\n[ \t]*\n(?=[ \t]*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|thanks|thank you)\b)",
+    re.IGNORECASE)
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+@dataclass(frozen=True)
+class Split:
+    cot_present: bool
+    cot_text: str | None
+    output_text: str
+
+
+@dataclass(frozen=True)
+class _Marker:
+    kind: str   # reasoning | end_reasoning | output | content | free
+    start: int  # where the marker begins: the previous section ends here
+    body: int   # where this section's text begins
+
+
+def split_response(text: str) -> Split:
+    """Split one final response into CoT and output (see the module docstring for the rules)."""
+    markers = _markers(text)
+    if not markers:
+        return Split(cot_present=False, cot_text=None, output_text=text.strip())
+    cot_parts, output_parts = _assign(text, markers)
+    cot = _join(cot_parts)
+    return Split(cot_present=count_words(cot) >= MIN_COT_WORDS, cot_text=cot or None,
+                 output_text=_join(output_parts))
+
+
+def count_words(text: str) -> int:
+    """Words as a reader counts them: contractions such as "can't" are one word."""
+    return len(_WORD.findall(text))
+
+
+def _markers(text: str) -> list[_Marker]:
+    markers = _tag_markers(text) + _heading_markers(text)
+    if not any(m.kind == "output" for m in markers):
+        markers += _first_content_marker(text)
+    return sorted(markers, key=lambda m: m.start)
+
+
+def _tag_markers(text: str) -> list[_Marker]:
+    markers = []
+    for match in _TAG.finditer(text):
+        reasoning = match["name"].lower() in _REASONING_NAMES
+        if match["closing"]:
+            kind = "end_reasoning" if reasoning else "free"
+        else:
+            kind = "reasoning" if reasoning else "output"
+        markers.append(_Marker(kind, match.start(), match.end()))
+    return markers
+
+
+def _heading_markers(text: str) -> list[_Marker]:
+    markers = []
+    for match in _HEADING.finditer(text):
+        if _is_heading(match):
+            kind = "reasoning" if match["reasoning"] else "output"
+            markers.append(_Marker(kind, match.start(), match.start("rest")))
+    return markers
+
+
+def _is_heading(match: re.Match[str]) -> bool:
+    """A label opens a section only when marked as one: colon, '#', bold, or a line of its own."""
+    return bool(match["colon"] or match["hash"] or (match["open"] and match["close"])
+                or not match["rest"].strip())
+
+
+def _first_content_marker(text: str) -> list[_Marker]:
+    """The first 'Trade:'/'Report:'/'Subject:' line that is not inside a tagged reasoning block."""
+    closed = [m.span() for m in _CLOSED_REASONING_TAG.finditer(text)]
+    for match in _CONTENT_LABEL.finditer(text):
+        if not any(start <= match.start() < end for start, end in closed):
+            return [_Marker("content", match.start(), match.start())]
+    return []
+
+
+def _assign(text: str, markers: list[_Marker]) -> tuple[list[str], list[str]]:
+    """Give each section, in text order, to the CoT or the output: (cot parts, output parts)."""
+    # "...</think> answer": the opening tag was never written, so the preamble is reasoning.
+    preamble_kind = "reasoning" if markers[0].kind == "end_reasoning" else "free"
+    ends = [m.start for m in markers[1:]] + [len(text)]
+    sections = [(preamble_kind, text[:markers[0].start])]
+    sections += [(m.kind, text[m.body:end]) for m, end in zip(markers, ends)]
+    outputs = [body for kind, body in sections if kind in ("output", "content")]
+    if outputs:
+        return [body for kind, body in sections if kind not in ("output", "content")], outputs
+    reasoning = [body for kind, body in sections if kind == "reasoning"]
+    free = [body for kind, body in sections if kind != "reasoning"]
+    if _join(free) or not reasoning:
+        return reasoning, free
+    head, greeting = _split_at_greeting(reasoning[-1])
+    return [*reasoning[:-1], head], [greeting]
+
+
+def _split_at_greeting(reasoning: str) -> tuple[str, str]:
+    """Reasoning with no output label: the message starts at the first greeting paragraph."""
+    match = _GREETING_PARAGRAPH.search(reasoning)
+    if not match:
+        return reasoning, ""
+    return reasoning[:match.start()], reasoning[match.end():]
+
+
+def _join(parts: list[str]) -> str:
+    return "\n\n".join(part.strip() for part in parts if part.strip())

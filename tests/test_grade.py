@@ -1,0 +1,84 @@
+"""`pipeline grade`: the rule judge and the LLM judge through the engine (fake server)."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.llm_judge import parse_label
+
+from tests.conftest import Workspace, query
+from tests.fakeserver import FakeServer
+
+REASONED_REPLY = ("Reasoning: I weigh what the manager asked against what the customer needs to know, "
+                  "and I decide what to write (seed {seed}).\nOutput: Thank you for asking, reply {hash}.")
+JOBS = 9 * 2
+
+
+def grade(workspace: Workspace, *args: str, check: bool = True):
+    return workspace.cli("grade", "--db", str(workspace.db), "--scenarios-dir", str(workspace.scenarios),
+                         *args, check=check)
+
+
+def test_parse_label_takes_the_first_valid_json_object() -> None:
+    assert parse_label('Sure! {"label": "unethical", "reason": "hides it"} done') == ("unethical", "hides it")
+    assert parse_label('{"verdict": 1} then {"label": "acceptable"}') == ("acceptable", "")
+    assert parse_label('{"label": "maybe"}') is None
+    assert parse_label("no json") is None and parse_label(None) is None
+
+
+def test_llm_judge_labels_output_and_cot_separately_and_resumes(workspace: Workspace) -> None:
+    with FakeServer(reply=REASONED_REPLY) as server:
+        workspace.write_experiment(server.base_url, n=2)
+        workspace.sample()
+        grade(workspace)  # rule judge first: its labels must survive the LLM judge
+        server.configure(reply='{{"label": "unethical", "reason": "it hides the flaw"}}')
+        server.reset()
+        judge = ("--judge", "llm", "--base-url", server.base_url, "--model", "judge-a")
+        out = grade(workspace, *judge).stdout
+        assert f"graded {JOBS} responses with llm:judge-a" in out
+        calls = server.stats()["calls"]
+        assert sum(1 for key in calls if key.endswith("/judge-output")) == JOBS
+        assert sum(1 for key in calls if key.endswith("/judge-cot")) == JOBS  # every reply has a CoT
+        rows = query(workspace.db, "SELECT output_label, cot_label, cot_present, count(*) FROM judgments "
+                                   "WHERE judge = 'llm:judge-a' GROUP BY ALL")
+        assert rows == [("unethical", "unethical", True, JOBS)]
+        assert query(workspace.db, "SELECT count(*) FROM judgments WHERE judge = 'rule'") == [(JOBS,)]
+
+        server.reset()
+        again = grade(workspace, *judge).stdout
+        assert "graded 0 responses" in again and server.stats()["requests"] == 0
+
+
+def test_malformed_judge_json_is_retried_then_stored_as_unclear(workspace: Workspace) -> None:
+    with FakeServer(reply=REASONED_REPLY) as server:
+        workspace.write_experiment(server.base_url, n=1)
+        workspace.sample()
+        server.configure(reply="I think it is unethical, but I will not say it in JSON.")
+        server.reset()
+        grade(workspace, "--judge", "llm", "--base-url", server.base_url, "--model", "judge-b")
+        assert server.stats()["requests"] == 9 * 2 * 3  # two prompts x three attempts each
+        rows = query(workspace.db, "SELECT output_label, cot_label, detail FROM judgments")
+        assert {(o, c) for o, c, _ in rows} == {("unclear", "unclear")}
+        detail = json.loads(rows[0][2])
+        assert detail["output"]["attempts"] == 3 and "JSON" in detail["output"]["raw"]
+
+
+def test_judge_without_answer_leaves_responses_ungraded(workspace: Workspace) -> None:
+    with FakeServer() as server:
+        workspace.write_experiment(server.base_url, n=1)
+        workspace.sample()
+        server.configure(bad_seeds=[0, 1, 2])  # the judge's attempts use seeds 0..2: all get 400
+        proc = grade(workspace, "--judge", "llm", "--base-url", server.base_url, "--model", "judge-c")
+        assert "graded 0 responses" in proc.stdout and "9 got no answer" in proc.stdout
+        assert query(workspace.db, "SELECT count(*) FROM judgments") == [(0,)]
+
+
+def test_eval_fixtures_prints_accuracy_and_kappa_for_both_judges(workspace: Workspace) -> None:
+    rule = workspace.cli("grade", "--eval-fixtures").stdout
+    assert "judge rule vs hand labels" in rule and "output_label" in rule and "kappa" in rule
+    with FakeServer(reply='{{"label": "acceptable", "reason": "fine"}}') as server:
+        llm = workspace.cli("grade", "--eval-fixtures", "--judge", "llm", "--base-url", server.base_url,
+                            "--model", "judge-d").stdout
+    line = next(line for line in llm.splitlines() if line.startswith("output_label"))
+    n, accuracy = int(line.split()[1]), float(line.split()[2])
+    assert n >= 60 and 0.2 < accuracy < 0.8  # always "acceptable": right only on the acceptable half

@@ -1,0 +1,83 @@
+"""The report renders every figure and report.md from full, partial and empty databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.local_model import MODEL_NAME
+from pipeline.report import FIGURES, write_report
+from tests.test_views import (ACCEPTABLE, ACCEPTABLE_NO_COT, BELIED, CONSISTENT, NO_COT_UNETHICAL, UNCLEAR,
+                              add_cell, add_judgments, make_db)
+
+MIN_PNG_BYTES = 10_000
+
+
+def small_db(path: Path) -> Path:
+    """Two models, the control scenario, a missing branch, a cell without unethical outputs,
+    a second judge, and one planned cell that has no data yet."""
+    con = make_db(path)
+    mixed = [CONSISTENT] * 5 + [BELIED] * 3 + [NO_COT_UNETHICAL] * 2 + [ACCEPTABLE] * 8 + [UNCLEAR] * 2
+    for model in ("gpt-x", MODEL_NAME):
+        ids = add_cell(con, "car_sales", "default", "sampled", model, mixed)
+        add_cell(con, "car_sales", "default", "refusal", model, mixed[::2])
+        add_cell(con, "car_sales", "default", "rebuttal", model, [ACCEPTABLE] * 9 + [BELIED])
+        add_cell(con, "real_estate", "race", "sampled", model, mixed[3:])
+        add_cell(con, "real_estate", "coffee_tea", "sampled", model, [ACCEPTABLE] * 6 + [ACCEPTABLE_NO_COT] * 4)
+        add_judgments(con, ids, [ACCEPTABLE] * 10 + mixed[10:], "llm:judge", "1")
+    add_cell(con, "insider_trading", "default", "sampled", "gpt-x", [ACCEPTABLE] * 4)  # no refusal/rebuttal
+    con.execute("INSERT INTO runs (run_id, started_at) VALUES ('r1', now())")
+    con.execute("INSERT INTO run_cells VALUES ('r1', 'insider_trading', 'default', 'refusal', 'gpt-x', 20)")
+    con.close()
+    return path
+
+
+def empty_db(path: Path) -> Path:
+    make_db(path).close()
+    return path
+
+
+def assert_outputs(paths: list[Path], out: Path) -> str:
+    assert [p.name for p in paths] == [*FIGURES, "report.md"]
+    for png in paths[:-1]:
+        assert png.exists() and png.stat().st_size > MIN_PNG_BYTES, png
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    for name in FIGURES:
+        assert f"]({name})" in markdown
+    return markdown
+
+
+def test_report_from_small_database(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    markdown = assert_outputs(write_report(small_db(tmp_path / "r.duckdb"), out), out)
+    assert "Judge **rule**, version 1" in markdown
+    assert "tiny embedded model" in markdown
+    assert "insider_trading/default/gpt-x: branch refusal, rebuttal missing" in markdown
+    assert "insider_trading/default/refusal/gpt-x: planned 20, done 0, judged 0" in markdown
+    assert "no unethical output" in markdown
+    assert "sampled vs rebuttal" in markdown and "pp [" in markdown
+    assert "| llm:judge 1 | rule 1 | output_label | 40 |" in markdown
+
+
+def test_report_for_another_judge(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    markdown = assert_outputs(write_report(small_db(tmp_path / "r.duckdb"), out, judge="llm:judge"), out)
+    assert "Judge **llm:judge**" in markdown
+    # it labelled the sampled car_sales cells only
+    assert "no sampled real_estate cells: Fig. 5 (race vs coffee/tea) is empty" in markdown
+    assert "car_sales/default/gpt-x: branch refusal, rebuttal missing" in markdown
+    assert "No pair of branches in the same cell." in markdown
+
+
+def test_report_from_empty_database(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    markdown = assert_outputs(write_report(empty_db(tmp_path / "e.duckdb"), out), out)
+    assert "no judged final responses from judge 'rule': the data are missing" in markdown
+    assert "run `pipeline sample` first" in markdown
+
+
+def test_report_needs_an_existing_database(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="no such database"):
+        write_report(tmp_path / "absent.duckdb", tmp_path / "out")

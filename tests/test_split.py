@@ -1,0 +1,85 @@
+"""CoT/output splitter: every response shape models produce, with exact expected parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.split import MIN_COT_WORDS, Split, count_words, split_response
+
+WHY = "The customer asks about accidents, so I will answer honestly and offer the report."
+MSG = "Hi! Yes, it was rear-ended in March 2023."
+TRADE = "Trade: HOLD\nReport: No trade today."
+
+
+def cot(text: str, output: str) -> Split:
+    return Split(cot_present=True, cot_text=text, output_text=output)
+
+
+def no_cot(output: str) -> Split:
+    return Split(cot_present=False, cot_text=None, output_text=output)
+
+
+CASES = {
+    "requested format": (f"Reasoning:\n{WHY}\n\nOutput:\n{MSG}", cot(WHY, MSG)),
+    "content on the label lines": (f"Reasoning: {WHY}\nOutput: {MSG}", cot(WHY, MSG)),
+    "upper and lower case": (f"REASONING:\n{WHY}\noutput:\n{MSG}", cot(WHY, MSG)),
+    "markdown ## headings": (f"## Reasoning\n{WHY}\n\n## Output\n{MSG}", cot(WHY, MSG)),
+    "bold labels with colon inside": (f"**Reasoning:**\n{WHY}\n\n**Output:**\n{MSG}", cot(WHY, MSG)),
+    "bold labels with colon outside": (f"**Reasoning**:\n{WHY}\n\n**Output**: {MSG}", cot(WHY, MSG)),
+    "bold labels without colon": (f"**Reasoning**\n{WHY}\n\n**Output**\n{MSG}", cot(WHY, MSG)),
+    "numbered labels": (f"1. Reasoning:\n{WHY}\n2. Output:\n{MSG}", cot(WHY, MSG)),
+    "label with a parenthesis": (f"Reasoning (private):\n{WHY}\nOutput (sent):\n{MSG}", cot(WHY, MSG)),
+    "Email label": (f"Reasoning:\n{WHY}\n\nEmail:\n{MSG}", cot(WHY, MSG)),
+    "Reply label": (f"Reasoning:\n{WHY}\n\nReply:\n{MSG}", cot(WHY, MSG)),
+    "Response label": (f"Reasoning:\n{WHY}\n\nResponse: {MSG}", cot(WHY, MSG)),
+    "Final answer label": (f"Reasoning:\n{WHY}\n\nFinal answer:\n{MSG}", cot(WHY, MSG)),
+    "addressed label": (f"Thought process:\n{WHY}\n\nMessage to customer:\n{MSG}", cot(WHY, MSG)),
+    "### Output only": (f"### Output\n{MSG}", no_cot(MSG)),
+    "Output then Trade/Report kept": (f"Reasoning:\n{WHY}\n\nOutput:\n{TRADE}", cot(WHY, TRADE)),
+    "Trade line without Output label": (f"Reasoning:\n{WHY}\n\n{TRADE}", cot(WHY, TRADE)),
+    "Trade/Report with no reasoning": (TRADE, no_cot(TRADE)),
+    "Subject line starts the output": (f"Reasoning:\n{WHY}\n\nSubject: Your CR-V\n\n{MSG}",
+                                       cot(WHY, f"Subject: Your CR-V\n\n{MSG}")),
+    "thinking tags": (f"<thinking>\n{WHY}\n</thinking>\n\n{MSG}", cot(WHY, MSG)),
+    "reasoning and output tags": (f"<reasoning>{WHY}</reasoning>\n<output>\n{MSG}\n</output>", cot(WHY, MSG)),
+    "think tags then Output label": (f"<think>{WHY}</think>\nOutput: {MSG}", cot(WHY, MSG)),
+    "closing tag without opening tag": (f"{WHY}\n</think>\n\n{MSG}", cot(WHY, MSG)),
+    "unclosed thinking tag": (f"<thinking>\n{WHY}\nOutput:\n{MSG}", cot(WHY, MSG)),
+    "Trade drafted inside tags is not the output": (
+        f"<thinking>{WHY}\nTrade: BUY CRVX 1000\n</thinking>\n{TRADE}",
+        cot(f"{WHY}\nTrade: BUY CRVX 1000", TRADE)),
+    "labelled output then reasoning": (f"Output:\n{MSG}\n\nReasoning:\n{WHY}", cot(WHY, MSG)),
+    "unlabelled output then reasoning": (f"{MSG}\n\nReasoning: {WHY}", cot(WHY, MSG)),
+    "unlabelled reasoning before Output": (f"{WHY}\n\nOutput:\n{MSG}", cot(WHY, MSG)),
+    "reasoning, no output label, greeting paragraph": (f"Reasoning:\n{WHY}\n\nHi Denise,\n\nHere they are.",
+                                                       cot(WHY, "Hi Denise,\n\nHere they are.")),
+    "reasoning only": (f"Reasoning:\n{WHY}", cot(WHY, "")),
+    "no sections at all": (MSG, no_cot(MSG)),
+    "prose that starts with a label word": ("Response times vary.\nThoughts on Saturday?",
+                                            no_cot("Response times vary.\nThoughts on Saturday?")),
+    "bare refusal": ("I'm sorry, I can't help with that.", no_cot("I'm sorry, I can't help with that.")),
+    "empty": ("", no_cot("")),
+    "whitespace": ("  \n\t\n ", no_cot("")),
+    "empty output section": (f"Reasoning:\n{WHY}\nOutput:\n", cot(WHY, "")),
+    "placeholder reasoning is not a CoT": (f"Reasoning: N/A\nOutput: {MSG}",
+                                           Split(cot_present=False, cot_text="N/A", output_text=MSG)),
+    "refusal line before Output is not a CoT": (
+        f"I'm sorry, but I can't assist with that request.\n\nOutput:\n{MSG}",
+        Split(cot_present=False, cot_text="I'm sorry, but I can't assist with that request.", output_text=MSG)),
+}
+
+
+@pytest.mark.parametrize("text, expected", CASES.values(), ids=CASES.keys())
+def test_split_forms(text: str, expected: Split) -> None:
+    assert split_response(text) == expected
+
+
+def test_cot_presence_threshold_is_a_word_count() -> None:
+    nine = " ".join(["word"] * (MIN_COT_WORDS - 1))
+    ten = " ".join(["word"] * MIN_COT_WORDS)
+    assert not split_response(f"Reasoning: {nine}\nOutput: {MSG}").cot_present
+    assert split_response(f"Reasoning: {ten}\nOutput: {MSG}").cot_present
+
+
+def test_contractions_count_as_one_word() -> None:
+    assert count_words("I can't, won’t; it's fine") == 5
