@@ -97,8 +97,6 @@ def proc_usage(proc: subprocess.Popen[str]) -> tuple[float, float]:
 
 def _install_wait4() -> None:
     """Popen reaps children itself; wrap its wait to keep the child's own rusage."""
-    original = subprocess.Popen._try_wait  # type: ignore[attr-defined]
-
     def try_wait(self: subprocess.Popen[Any], wait_flags: int) -> tuple[int, int]:
         pid, status, usage = os.wait4(self.pid, wait_flags)
         if pid:

@@ -12,17 +12,17 @@ import anyio
 import structlog
 
 from pipeline.config import Experiment, ModelConfig, load_experiment, override_limits, single_endpoint
-from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
-from pipeline.errors import PipelineError
-from pipeline.logs import configure_logging
 from pipeline.dryrun import describe_plan
+from pipeline.errors import PipelineError
 from pipeline.evaluate import agreement, format_agreement, load_fixtures
 from pipeline.grade import grade_with_llm, grade_with_rules, predict_with_llm, predict_with_rules
+from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
 from pipeline.llm_judge import JUDGE_PARAMS, load_judge
-from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION
-from pipeline.scenarios import load_scenarios
+from pipeline.logs import configure_logging
 from pipeline.plan import Cell, DoneIndex, plan_cells
+from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION
 from pipeline.run import RunResult, sample
+from pipeline.scenarios import load_scenarios
 from pipeline.store import Store, load_done, open_reader, run_lock
 
 DEFAULT_DB = Path("data/results.duckdb")

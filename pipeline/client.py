@@ -7,12 +7,11 @@ endpoint (`EndpointError`: bad key, unknown model, no quota - every job would fa
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import asyncio
-from collections.abc import Mapping
 
 import aiohttp
 import anyio

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from pipeline.lane import CallOutcome, Lane
 from pipeline.plan import Job
 from pipeline.scenarios import Message
-import structlog
-
 from pipeline.store import Outcome, utc_now
-
 
 log = structlog.get_logger()
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from pipeline.config import load_experiment, override_limits, single_endpoint
 from pipeline.errors import ConfigError
-
 from tests.conftest import REPO, Workspace
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from pipeline.llm_judge import parse_label
-
 from tests.conftest import Workspace, query
 from tests.fakeserver import FakeServer
 

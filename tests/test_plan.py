@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from pipeline.config import load_experiment
 from pipeline.plan import DoneIndex, pending_jobs, plan_cells
-
 from tests.conftest import Workspace
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.scenarios import load_scenario, load_scenarios
-
 from tests.conftest import FIXTURE_SCENARIOS, REPO
 
 GOOD = (FIXTURE_SCENARIOS / "demo.toml").read_text()
