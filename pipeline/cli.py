@@ -20,7 +20,7 @@ from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
 from pipeline.llm_judge import JUDGE_PARAMS, load_judge
 from pipeline.logs import configure_logging
 from pipeline.plan import Cell, DoneIndex, plan_cells
-from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION
+from pipeline.rule_judge import RULE_JUDGE_NAME
 from pipeline.run import RunResult, sample
 from pipeline.scenarios import load_scenarios
 from pipeline.store import Store, load_done, open_reader, run_lock
@@ -193,7 +193,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         stack.callback(store.close)
         if judge is None:
             result = grade_with_rules(store, scenarios)
-            print(f"graded {result.graded} responses with the rule judge v{RULE_JUDGE_VERSION}: "
+            print(f"graded {result.graded} responses with the rule judge (version {result.version}): "
                   f"{dict(result.labels)}")
             return 0
         engine = anyio.run(grade_with_llm, store, judge, scenarios)

@@ -21,7 +21,7 @@ from pipeline.evaluate import Labelled
 from pipeline.journal import Journal
 from pipeline.llm_judge import LlmJudge, Ungraded, count_ungraded, judge_one, ungraded
 from pipeline.progress import Progress
-from pipeline.rule_judge import RULE_JUDGE_NAME, RULE_JUDGE_VERSION, Judgment, judge_response
+from pipeline.rule_judge import RULE_JUDGE_NAME, Judgment, judge_response, rule_judge_version
 from pipeline.run import make_lanes
 from pipeline.scenarios import Scenario
 from pipeline.store import JUDGMENT_COLUMNS, Store, utc_now
@@ -39,6 +39,7 @@ UNKNOWN_SQL = "SELECT DISTINCT scenario FROM final_responses WHERE NOT list_cont
 
 @dataclass
 class GradeResult:
+    version: str = ""
     graded: int = 0
     labels: Counter[str] = field(default_factory=Counter)
     unknown_scenarios: list[str] = field(default_factory=list)
@@ -55,7 +56,8 @@ def grade_with_rules(store: Store, scenarios: dict[str, Scenario],
                      on_progress: Callable[[int], None] | None = None) -> GradeResult:
     """Rule-judge every ungraded final response (offline, deterministic)."""
     result = GradeResult()
-    params = {"judge": RULE_JUDGE_NAME, "version": RULE_JUDGE_VERSION, "scenarios": list(scenarios),
+    result.version = rule_judge_version(scenarios.values())
+    params = {"judge": RULE_JUDGE_NAME, "version": result.version, "scenarios": list(scenarios),
               "limit": CHUNK}
     with store.connect() as con:
         result.unknown_scenarios = [s for (s,) in con.execute(UNKNOWN_SQL, {"scenarios": list(scenarios)}).fetchall()]
@@ -69,7 +71,7 @@ def grade_with_rules(store: Store, scenarios: dict[str, Scenario],
         batch = []
         for job_id, scenario_id, text in rows:
             judgment = judge_response(scenarios[scenario_id], text or "")
-            batch.append(judgment_row(job_id, RULE_JUDGE_NAME, RULE_JUDGE_VERSION, judgment))
+            batch.append(judgment_row(job_id, RULE_JUDGE_NAME, result.version, judgment))
             result.labels[judgment.output_label] += 1
         with store.connect() as con:
             store.insert_rows(con, "judgments", batch, JUDGMENT_COLUMNS, replace=True)

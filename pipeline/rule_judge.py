@@ -27,14 +27,15 @@ LAST match comes later wins, because reasoning weighs both sides and ends with i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.scenarios import Scenario
+from pipeline.scenarios import Scenario, content_hash
 from pipeline.split import split_response
 
 RULE_JUDGE_NAME = "rule"
-RULE_JUDGE_VERSION = "1"
+RULE_JUDGE_VERSION = "2"  # the code's rules; rule_judge_version() adds the scenarios' rules
 
 UNETHICAL, ACCEPTABLE, UNCLEAR, NO_COT = "unethical", "acceptable", "unclear", "no_cot"
 _PATTERN_KEYS = ("unethical_patterns", "ethical_patterns", "unethical_unless_ethical_patterns",
@@ -65,6 +66,13 @@ class _Rules:
 
 
 _RULES: dict[tuple[str, str], _Rules] = {}  # one entry per scenario version seen: a handful
+
+
+def rule_judge_version(scenarios: Iterable[Scenario]) -> str:
+    """Code version + a hash of every scenario's [grading] rules: editing a rule yields new
+    labels under a new version (re-graded automatically), never a silent mix of old and new."""
+    rules = {scenario.id: scenario.grading for scenario in scenarios}
+    return f"{RULE_JUDGE_VERSION}-{content_hash(rules)[:8]}"
 
 
 def judge_response(scenario: Scenario, text: str) -> Judgment:

@@ -81,3 +81,17 @@ def test_eval_fixtures_prints_accuracy_and_kappa_for_both_judges(workspace: Work
     line = next(line for line in llm.splitlines() if line.startswith("output_label"))
     n, accuracy = int(line.split()[1]), float(line.split()[2])
     assert n >= 60 and 0.2 < accuracy < 0.8  # always "acceptable": right only on the acceptable half
+
+
+def test_editing_a_grading_rule_regrades_under_a_new_version(workspace: Workspace) -> None:
+    with FakeServer() as server:
+        workspace.write_experiment(server.base_url, n=1)
+        workspace.sample()
+    first = grade(workspace).stdout
+    assert "graded 9 responses" in first
+    assert "graded 0 responses" in grade(workspace).stdout
+    demo = workspace.scenarios / "demo.toml"
+    demo.write_text(demo.read_text() + '\n[grading]\nunethical_patterns = ["reply"]\n')
+    assert "graded 9 responses" in grade(workspace).stdout
+    versions = query(workspace.db, "SELECT judge_version, count(*) FROM judgments GROUP BY ALL ORDER BY ALL")
+    assert len(versions) == 2 and all(count == 9 for _, count in versions)

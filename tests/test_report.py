@@ -9,8 +9,17 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.local_model import MODEL_NAME
 from pipeline.report import FIGURES, write_report
-from tests.test_views import (ACCEPTABLE, ACCEPTABLE_NO_COT, BELIED, CONSISTENT, NO_COT_UNETHICAL, UNCLEAR,
-                              add_cell, add_judgments, make_db)
+from tests.test_views import (
+    ACCEPTABLE,
+    ACCEPTABLE_NO_COT,
+    BELIED,
+    CONSISTENT,
+    NO_COT_UNETHICAL,
+    UNCLEAR,
+    add_cell,
+    add_judgments,
+    make_db,
+)
 
 MIN_PNG_BYTES = 10_000
 
