@@ -73,6 +73,7 @@ class ChatClient:
         self._secret = api_key
         self.base_url = base_url
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self.advertised: dict[str, float] = {}  # per-minute limits the server announces
         self._deadline_s = timeout_s * 2 + 15.0  # sock_read is per read: cap the whole call too
         self._session = aiohttp.ClientSession(
             headers=headers,
@@ -92,6 +93,7 @@ class ChatClient:
         except aiohttp.ClientError as exc:
             raise TransientError(f"connection error: {self.redact(str(exc)) or type(exc).__name__}") from None
         latency = time.monotonic() - started
+        self.advertised = advertised_limits(response_headers) or self.advertised
         if status != 200:
             raise self._classify(status, content, response_headers)
         return _parse_completion(content, latency)
@@ -128,6 +130,17 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             continue  # an HTTP date: rare for APIs, fall back to our own backoff
     return None
+
+
+def advertised_limits(headers: Mapping[str, str]) -> dict[str, float]:
+    """Per-minute limits from OpenAI-style `x-ratelimit-limit-requests/-tokens` headers."""
+    limits = {}
+    for kind in ("requests", "tokens"):
+        try:
+            limits[kind] = float(headers.get(f"x-ratelimit-limit-{kind}") or "")
+        except ValueError:
+            continue
+    return {kind: value for kind, value in limits.items() if value > 0}
 
 
 def _error_details(content: bytes) -> tuple[str | None, str]:

@@ -117,7 +117,9 @@ class Lane:
             except RateLimited:
                 if self.tokens:
                     self.tokens.refund(reserve)  # rejected requests are not billed
+                self._adopt_advertised_limits()
                 raise
+            self._adopt_advertised_limits()
             used = (result.prompt_tokens or 0) + (result.completion_tokens or 0)
             if self.tokens and used:
                 self.tokens.refund(max(0, reserve - used))
@@ -126,6 +128,18 @@ class Lane:
             return result
         finally:
             self.concurrency.release()
+
+    def _adopt_advertised_limits(self) -> None:
+        """Pace by the limits the server announces when the experiment gives none."""
+        advertised = self.client.advertised
+        if self.requests is None and "requests" in advertised:
+            self.requests = TokenBucket(advertised["requests"])
+            log.info("pacing by the server's advertised request limit", base_url=self.base_url,
+                     rpm=advertised["requests"])
+        if self.tokens is None and "tokens" in advertised:
+            self.tokens = TokenBucket(advertised["tokens"])
+            log.info("pacing by the server's advertised token limit", base_url=self.base_url,
+                     tpm=advertised["tokens"])
 
     def _on_rate_limited(self, wait: float) -> None:
         """Pause the whole lane: every worker would hit the same empty budget."""

@@ -169,3 +169,15 @@ def test_dry_run_prints_the_plan_and_sends_nothing(workspace: Workspace) -> None
         assert ["demo", "car", "sampled", "fake-model", "4", "2"] in [line.split() for line in out.splitlines()]
         # 18 pending jobs, 6 of them sampled (2 calls): 24 requests at 60 rpm = 0.4 min.
         assert "fake-model: 18 pending jobs, 24 requests" in out and "at least 0.4 min" in out
+
+
+def test_limits_advertised_in_headers_are_adopted(workspace: Workspace) -> None:
+    """No rpm configured: after the first answers the client paces by x-ratelimit-limit-requests."""
+    with FakeServer(rpm=600) as server:
+        workspace.write_experiment(server.base_url, n=8, concurrency=4)
+        proc = workspace.sample()
+        assert "pacing by the server's advertised request limit" in proc.stderr
+        stats = server.stats()
+        assert stats["by_status"]["200"] == 9 * 8 + 3 * 8
+        # Only the first burst, before any header was seen, can run into the limit.
+        assert stats["by_status"].get("429", 0) <= 4
