@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -129,22 +130,24 @@ def usage_tokens(db: Path) -> int:
 
 # --- cases -------------------------------------------------------------------------------
 
-def case_rate_limited(b: Bench, live_read: bool = True) -> None:
-    """1 (+7): 2,000 jobs at 3,000 rpm, 400 ms latency; readers poll the db meanwhile."""
+def case_rate_limited(b: Bench, learned: bool = False) -> None:
+    """1 (+7): 2,000 jobs at 3,000 rpm, 400 ms latency; readers poll the db meanwhile.
+    With `learned`, the client is given no limit and must pace by the server's headers."""
     jobs, rpm, latency, concurrency = (600 if b.quick else 2000), 3000, 0.4, 32
     with FakeServer(rpm=rpm, latency=latency, jitter=0.05) as server:
         experiment, db, n = b.workspace("rate", server.base_url, jobs=jobs, concurrency=concurrency)
-        reader = LiveReader(db) if live_read else None
+        reader = None if learned else LiveReader(db)
         if reader:
             reader.start()
-        outcome = b.sample(experiment, db, "--rpm", str(rpm))
+        outcome = b.sample(experiment, db, *([] if learned else ["--rpm", str(rpm)]))
         if reader:
             reader.stop()
         stats = server.stats()
     requests = stats["requests"]
     planned = n * FIXED_CELLS
     ideal = max(planned * 60 / rpm, planned * latency / concurrency)
-    b.results.append(row("1 rate-limited", outcome, jobs=planned, requests=requests,
+    name = "1b rate-limited, limit learned from headers" if learned else "1 rate-limited"
+    b.results.append(row(name, outcome, jobs=planned, requests=requests,
                          http_429=stats["by_status"].get("429", 0), ideal_s=ideal,
                          ratio=outcome.wall_s / ideal, all_once=done_once(db, planned)))
     if reader:
@@ -282,7 +285,7 @@ def row(case: str, outcome: Outcome, **metrics: Any) -> dict[str, Any]:
 
 
 CASES: dict[str, Callable[[Bench], None]] = {
-    "1": case_rate_limited, "2": case_token_limited, "3": case_overhead, "4": case_scale,
+    "1": case_rate_limited, "1b": partial(case_rate_limited, learned=True), "2": case_token_limited, "3": case_overhead, "4": case_scale,
     "5": case_faults, "6": case_resume,
 }
 
