@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-N ?= 20
+N ?= 5
 DB ?= data/results.duckdb
 EXPERIMENT ?= scenarios/experiments/default.toml
 
-.PHONY: venv test sample grade report status bench clean
+.PHONY: venv test sample grade report status bench serve model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ report: venv
 
 bench: venv
 	$(PY) -m benchmarks.bench
+
+serve: venv
+	$(PY) -m pipeline serve
+
+model: venv
+	$(PY) -c 'from pipeline.local_model import ensure_model; print(ensure_model())'
 
 status: venv
 	$(PY) -m pipeline status --db $(DB)

