@@ -90,7 +90,7 @@ def test_ctrl_c_stores_finished_jobs_and_exits_130(workspace: Workspace) -> None
 
 
 def test_status_and_sql_work_while_a_run_is_writing(workspace: Workspace) -> None:
-    with FakeServer(latency=0.05) as server:
+    with FakeServer(latency=0.08) as server:  # ~10 s run: several reads overlap it even on a busy CPU
         workspace.write_experiment(server.base_url, n=N, concurrency=4)
         proc = start_sample(workspace)
         wait_for_requests(server, 20)
