@@ -134,7 +134,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with run_lock(args.db), ExitStack() as stack:
         store.initialize()
         stack.callback(store.close)
-        cells = start_embedded_models(cells, stack)
+        if store.load_done(cells).count < sum(cell.n for cell in cells):  # nothing to do: no server
+            cells = start_embedded_models(cells, stack)
         result = anyio.run(sample, experiment, cells, store, argv)
     print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
     return {"completed": 0, "interrupted": 130}.get(result.status, 1)

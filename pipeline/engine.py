@@ -80,7 +80,7 @@ async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal,
 
 def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: ObjectSendStream[Outcome],
                   progress: Progress) -> None:
-    concurrency = max(lane.model.concurrency for lane in stream.lanes)
+    concurrency = max((lane.model.concurrency for lane in stream.lanes), default=1)
     send_items, receive_items = anyio.create_memory_object_stream[Any](concurrency)
     tg.start_soon(_produce, stream.items, send_items)
     with receive_items:

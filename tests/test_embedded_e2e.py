@@ -42,3 +42,6 @@ def test_sample_with_the_embedded_model(workspace: Workspace) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+    # Everything is done: a rerun neither samples nor starts the server.
+    again = workspace.sample()
+    assert "0 done now" in again.stdout and "local_model.ready" not in again.stderr
