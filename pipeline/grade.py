@@ -24,7 +24,7 @@ from pipeline.progress import Progress
 from pipeline.rule_judge import RULE_JUDGE_NAME, Judgment, judge_response, rule_judge_version
 from pipeline.run import make_lanes
 from pipeline.scenarios import Scenario
-from pipeline.store import JUDGMENT_COLUMNS, Store, utc_now
+from pipeline.store import Store, utc_now
 
 log = structlog.get_logger()
 CHUNK = 5000
@@ -74,7 +74,7 @@ def grade_with_rules(store: Store, scenarios: dict[str, Scenario],
             batch.append(judgment_row(job_id, RULE_JUDGE_NAME, result.version, judgment))
             result.labels[judgment.output_label] += 1
         with store.connect() as con:
-            store.insert_rows(con, "judgments", batch, JUDGMENT_COLUMNS, replace=True)
+            store.insert_rows(con, "judgments", batch)
         result.graded += len(batch)
         if on_progress:
             on_progress(result.graded)

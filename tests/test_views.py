@@ -45,8 +45,11 @@ def add_cell(con: duckdb.DuckDBPyConnection, scenario: str, variant: str, branch
     ids = [f"{scenario}/{variant}/{branch}/{model}/{status}/{i}" for i in range(len(labels))]
     jobs = [(job_id, scenario, variant, branch, None if branch == "sampled" else i % phrasings, model, i, status)
             for i, job_id in enumerate(ids)]
-    con.executemany("INSERT OR IGNORE INTO jobs (job_id, scenario, variant, branch, phrasing, model, seed, status) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", jobs)
+    stored = {job_id for (job_id,) in con.execute("SELECT job_id FROM jobs").fetchall()}
+    jobs = [job for job in jobs if job[0] not in stored]  # another judge's cell may have added them
+    if jobs:
+        con.executemany("INSERT INTO jobs (job_id, scenario, variant, branch, phrasing, model, seed, status) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", jobs)
     add_judgments(con, ids, labels, judge, version, graded_at)
     return ids
 

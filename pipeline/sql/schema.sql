@@ -33,10 +33,12 @@ CREATE TABLE IF NOT EXISTS run_cells (
     n         INTEGER
 );
 
+-- Keys are kept by the writer (pipeline/store.py TableSpec), not by PRIMARY KEY
+-- constraints: DuckDB rewrites a whole ART index at each checkpoint.
 -- One row per finished job (done or failed). A job is written together with all of
 -- its responses in one transaction, so a crash never leaves half a job behind.
 CREATE TABLE IF NOT EXISTS jobs (
-    job_id          VARCHAR PRIMARY KEY,  -- hash of everything that changes its requests
+    job_id          VARCHAR,              -- unique; hash of everything that changes its requests
     run_id          VARCHAR,
     scenario        VARCHAR,
     scenario_hash   VARCHAR,              -- content hash of the scenario file when sampled
@@ -102,6 +104,5 @@ CREATE TABLE IF NOT EXISTS judgments (
     output_label   VARCHAR,     -- unethical | acceptable | unclear
     cot_label      VARCHAR,     -- predicted from the CoT alone: unethical | acceptable | no_cot | unclear
     detail         JSON,        -- why: matched rules, or the LLM judge's raw answers
-    graded_at      TIMESTAMPTZ,
-    PRIMARY KEY (job_id, judge, judge_version)
+    graded_at      TIMESTAMPTZ       -- unique per (job_id, judge, judge_version)
 );
