@@ -105,6 +105,9 @@ def test_bad_request_fails_only_that_job_with_the_server_message(workspace: Work
         server.reset()
         workspace.sample(check=False)
         assert chat_requests(server) == 9
+        # The retried jobs replace their rows: still one row per job.
+        assert query(workspace.db, "SELECT count(*), count(DISTINCT job_id) FROM jobs") == [(27, 27)]
+        assert query(workspace.db, "SELECT count(DISTINCT run_id) FROM jobs WHERE seed = 1") == [(1,)]
 
 
 def test_endpoint_errors_stop_the_run_with_the_message_and_keep_jobs_pending(workspace: Workspace) -> None:
