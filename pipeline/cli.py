@@ -11,7 +11,8 @@ from pathlib import Path
 import anyio
 import structlog
 
-from pipeline.config import Experiment, ModelConfig, load_experiment, override_limits, single_endpoint
+from pipeline.config import (Experiment, ModelConfig, endpoint_model, load_experiment, override_limits,
+                             single_endpoint, with_limits)
 from pipeline.dryrun import describe_plan
 from pipeline.errors import PipelineError
 from pipeline.evaluate import agreement, format_agreement, load_fixtures
@@ -116,8 +117,6 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
         raise PipelineError("--api-key-env needs --base-url and --model (or set api_key_env in the experiment)")
     if args.n is not None and args.n < 1:
         raise PipelineError("--n must be at least 1")
-    if args.concurrency is not None and args.concurrency < 1:
-        raise PipelineError("--concurrency must be at least 1")
     experiment = override_limits(experiment, rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency)
     if not experiment.models:
         raise PipelineError(f"{args.experiment}: no [[models]] configured (or pass --base-url and --model)")
@@ -208,9 +207,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 def judge_model(args: argparse.Namespace) -> ModelConfig:
     if not (args.base_url and args.model):
         raise PipelineError("--judge llm needs --base-url and --model (any OpenAI-compatible endpoint)")
-    return ModelConfig(name=args.model, base_urls=(args.base_url.rstrip("/"),), params=dict(JUDGE_PARAMS),
-                       api_key_env=args.api_key_env, rpm=args.rpm or None, tpm=args.tpm or None,
-                       concurrency=args.concurrency or 8)
+    model = endpoint_model(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+                           params=JUDGE_PARAMS)
+    return with_limits(model, rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

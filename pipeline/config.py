@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.scenarios import BRANCHES, Scenario, load_scenarios
 from pipeline.tomlfile import TomlFile
 
@@ -81,17 +82,26 @@ def load_experiment(path: Path) -> Experiment:
                       default_params=default_params)
 
 
+def endpoint_model(*, model: str, base_url: str, api_key_env: str | None,
+                   params: dict[str, Any]) -> ModelConfig:
+    """A model given on the command line as one OpenAI-compatible endpoint."""
+    return ModelConfig(name=model, base_urls=(base_url.rstrip("/"),), params=dict(params),
+                       api_key_env=api_key_env)
+
+
 def single_endpoint(experiment: Experiment, *, model: str, base_url: str,
                     api_key_env: str | None) -> Experiment:
     """Replace the experiment's models with one endpoint given on the command line."""
-    config = ModelConfig(name=model, base_urls=(base_url.rstrip("/"),),
-                         params=dict(experiment.default_params), api_key_env=api_key_env)
+    config = endpoint_model(model=model, base_url=base_url, api_key_env=api_key_env,
+                            params=experiment.default_params)
     return replace(experiment, models=[config])
 
 
-def override_limits(experiment: Experiment, *, rpm: float | None, tpm: float | None,
-                    concurrency: int | None) -> Experiment:
-    """Apply command-line limits to every model (None leaves a limit as configured)."""
+def with_limits(model: ModelConfig, *, rpm: float | None, tpm: float | None,
+                concurrency: int | None) -> ModelConfig:
+    """Command-line limits (None leaves a limit as configured, 0 removes it)."""
+    if concurrency is not None and concurrency < 1:
+        raise PipelineError("--concurrency must be at least 1")
     changes: dict[str, Any] = {}
     if rpm is not None:
         changes["rpm"] = rpm or None
@@ -99,7 +109,14 @@ def override_limits(experiment: Experiment, *, rpm: float | None, tpm: float | N
         changes["tpm"] = tpm or None
     if concurrency is not None:
         changes["concurrency"] = concurrency
-    return replace(experiment, models=[replace(m, **changes) for m in experiment.models])
+    return replace(model, **changes)
+
+
+def override_limits(experiment: Experiment, *, rpm: float | None, tpm: float | None,
+                    concurrency: int | None) -> Experiment:
+    """Apply command-line limits to every model."""
+    models = [with_limits(m, rpm=rpm, tpm=tpm, concurrency=concurrency) for m in experiment.models]
+    return replace(experiment, models=models)
 
 
 def _load_variant_filter(doc: TomlFile, scenarios: list[Scenario]) -> dict[str, list[str]]:

@@ -51,3 +51,14 @@ def test_unknown_scenario_and_variant(workspace: Workspace) -> None:
 def test_default_experiment_is_valid() -> None:
     experiment = load_experiment(REPO / "scenarios" / "experiments" / "default.toml")
     assert experiment.models and experiment.scenarios
+
+
+def test_zero_concurrency_is_a_clear_error() -> None:
+    from pipeline.config import endpoint_model, with_limits
+    from pipeline.errors import PipelineError
+
+    model = endpoint_model(model="m", base_url="http://x/v1/", api_key_env=None, params={"temperature": 0})
+    assert model.base_urls == ("http://x/v1",)
+    with pytest.raises(PipelineError, match="--concurrency must be at least 1"):
+        with_limits(model, rpm=None, tpm=None, concurrency=0)
+    assert with_limits(model, rpm=0, tpm=100, concurrency=None).tpm == 100
