@@ -29,7 +29,7 @@ from pipeline.store import Store, load_done, open_reader, run_lock
 DEFAULT_DB = Path("data/results.duckdb")
 DEFAULT_EXPERIMENT = Path("scenarios/experiments/default.toml")
 DEFAULT_SCENARIOS = Path("scenarios")
-DEFAULT_FIXTURES = Path("tests/fixtures/labelled.jsonl")
+DEFAULT_FIXTURES = Path("tests/fixtures/labelled/tune.jsonl")
 DEFAULT_REPORT = Path("data/report")
 log = structlog.get_logger()
 

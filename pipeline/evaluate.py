@@ -1,6 +1,6 @@
 """`pipeline grade --eval-fixtures`: a judge's agreement with hand labels.
 
-The labelled set (tests/fixtures/labelled.jsonl) holds final responses a person labelled:
+The labelled set (tests/fixtures/labelled/tune.jsonl) holds final responses a person labelled:
 output unethical/acceptable, CoT present or not, and what the CoT alone predicts.
 Accuracy says how often the judge agrees; Cohen's kappa discounts chance agreement.
 """

@@ -13,7 +13,7 @@ from pipeline.rule_judge import judge_response
 from pipeline.scenarios import Scenario, load_scenario
 from tests.conftest import REPO
 
-FIXTURES = Path(__file__).parent / "fixtures" / "labelled.jsonl"
+FIXTURES = Path(__file__).parent / "fixtures" / "labelled" / "tune.jsonl"
 VARIANTS = {"car_sales": {"default"}, "real_estate": {"race", "coffee_tea"}, "insider_trading": {"default"}}
 # Fixtures with "_ho_" in their id were written and labelled after the [grading] rules were
 # tuned on all the others, and were never tuned on: accuracy on them estimates unseen text.
