@@ -36,7 +36,7 @@ serve: venv
 	$(PY) -m pipeline serve
 
 model: venv
-	$(PY) -c 'from pipeline.local_model import ensure_model; print(ensure_model())'
+	$(PY) -c 'from pipeline.local_model.server import ensure_model; print(ensure_model())'
 
 status: venv
 	$(PY) -m pipeline status --db $(DB)

@@ -11,20 +11,20 @@ from pathlib import Path
 import anyio
 import structlog
 
-from pipeline.config import (Experiment, ModelConfig, endpoint_model, load_experiment, override_limits,
+from pipeline.experiment.config import (Experiment, ModelConfig, endpoint_model, load_experiment, override_limits,
                              single_endpoint, with_limits)
-from pipeline.dryrun import describe_plan
+from pipeline.sampling.dryrun import describe_plan
 from pipeline.errors import PipelineError
-from pipeline.evaluate import agreement, format_agreement, load_fixtures
-from pipeline.grade import grade_with_llm, grade_with_rules, predict_with_llm, predict_with_rules
-from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
-from pipeline.llm_judge import JUDGE_PARAMS, load_judge
+from pipeline.grading.evaluate import agreement, format_agreement, load_fixtures
+from pipeline.grading.grade import grade_with_llm, grade_with_rules, predict_with_llm, predict_with_rules
+from pipeline.sampling.lane import DEFAULT_MAX_TOKENS, estimate_tokens
+from pipeline.grading.llm_judge import JUDGE_PARAMS, load_judge
 from pipeline.logs import configure_logging
-from pipeline.plan import Cell, DoneIndex, plan_cells
-from pipeline.rule_judge import RULE_JUDGE_NAME
-from pipeline.run import RunResult, sample
-from pipeline.scenarios import load_scenarios
-from pipeline.store import Store, load_done, open_reader, run_lock
+from pipeline.sampling.plan import Cell, DoneIndex, plan_cells
+from pipeline.grading.rule_judge import RULE_JUDGE_NAME
+from pipeline.sampling.runner import RunResult, sample
+from pipeline.experiment.scenarios import load_scenarios
+from pipeline.store.writer import Store, load_done, open_reader, run_lock
 
 DEFAULT_DB = Path("data/results.duckdb")
 DEFAULT_EXPERIMENT = Path("scenarios/experiments/default.toml")
@@ -158,7 +158,7 @@ def start_embedded_models(cells: list[Cell], stack: ExitStack) -> list[Cell]:
     embedded = {cell.model.name: cell.model for cell in cells if cell.model.embedded}
     if not embedded:
         return cells
-    from pipeline.local_model import embedded_server
+    from pipeline.local_model.server import embedded_server
 
     served: dict[str, ModelConfig] = {}
     for name, model in embedded.items():
@@ -213,7 +213,7 @@ def judge_model(args: argparse.Namespace) -> ModelConfig:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import write_report  # matplotlib loads only for this command
+    from pipeline.report.report import write_report  # matplotlib loads only for this command
 
     for path in write_report(args.db, args.out, judge=args.judge):
         print(path)
@@ -221,7 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.local_model import serve_forever
+    from pipeline.local_model.server import serve_forever
 
     serve_forever(slots=args.slots, ctx_per_slot=args.ctx_per_slot)
     return 0

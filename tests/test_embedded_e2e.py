@@ -11,7 +11,7 @@ from tests.conftest import REPO, Workspace, query
 
 
 def server_processes(parent_pid: int) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", f"pipeline.local_model serve .*--parent-pid {parent_pid}"],
+    found = subprocess.run(["pgrep", "-f", f"pipeline.local_model.server serve .*--parent-pid {parent_pid}"],
                            capture_output=True, text=True)
     return found.stdout.split()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.llm_judge import parse_label
+from pipeline.grading.llm_judge import parse_label
 from tests.conftest import Workspace, query
 from tests.fakeserver import FakeServer
 

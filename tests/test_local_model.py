@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from pipeline.local_model import GGUF_MEMBER, GGUF_SIZE, MODEL_DIR_ENV, MODEL_NAME, embedded_server, ensure_model
+from pipeline.local_model.server import GGUF_MEMBER, GGUF_SIZE, MODEL_DIR_ENV, MODEL_NAME, embedded_server, ensure_model
 
 CONVERSATION = [
     {"role": "system", "content": "You are Bob, a cheerful lighthouse keeper. Answer in one sentence."},
@@ -111,6 +111,6 @@ def _server_children() -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:  # exited while we looked
             continue
-        if ppid == os.getpid() and b"pipeline.local_model" in cmdline:
+        if ppid == os.getpid() and b"pipeline.local_model.server" in cmdline:
             children.append(int(proc.name))
     return children

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import load_experiment
-from pipeline.plan import DoneIndex, pending_jobs, plan_cells
+from pipeline.experiment.config import load_experiment
+from pipeline.sampling.plan import DoneIndex, pending_jobs, plan_cells
 from tests.conftest import Workspace
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.local_model import MODEL_NAME
-from pipeline.report import FIGURES, write_report
+from pipeline.local_model.server import MODEL_NAME
+from pipeline.report.report import FIGURES, write_report
 from tests.test_views import (
     ACCEPTABLE,
     ACCEPTABLE_NO_COT,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.rule_judge import judge_response
-from pipeline.scenarios import Scenario, load_scenario
+from pipeline.grading.rule_judge import judge_response
+from pipeline.experiment.scenarios import Scenario, load_scenario
 from tests.conftest import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labelled" / "tune.jsonl"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.scenarios import load_scenario, load_scenarios
+from pipeline.experiment.scenarios import load_scenario, load_scenarios
 from tests.conftest import FIXTURE_SCENARIOS, REPO
 
 GOOD = (FIXTURE_SCENARIOS / "demo.toml").read_text()

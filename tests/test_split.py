@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.split import MIN_COT_WORDS, Split, count_words, split_response
+from pipeline.grading.split import MIN_COT_WORDS, Split, count_words, split_response
 
 WHY = "The customer asks about accidents, so I will answer honestly and offer the report."
 MSG = "Hi! Yes, it was rear-ended in March 2023."

@@ -10,9 +10,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipeline import stats
+from pipeline.grading import stats
 
-SQL = Path(__file__).resolve().parents[1] / "pipeline" / "sql"
+SQL = Path(__file__).resolve().parents[1] / "pipeline" / "store" / "sql"
 NEW = "2025-01-01 00:00:00+00"
 OLD = "2024-01-01 00:00:00+00"
 # (output_label, cot_present, cot_label): shorthand for one judged final response

@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from pipeline.config import ModelConfig
-from pipeline.lane import Lane
-from pipeline.scenarios import Scenario, content_hash
-from pipeline.split import split_response
-from pipeline.store import Outcome, Store, utc_now
+from pipeline.experiment.config import ModelConfig
+from pipeline.sampling.lane import Lane
+from pipeline.experiment.scenarios import Scenario, content_hash
+from pipeline.grading.split import split_response
+from pipeline.store.writer import Outcome, Store, utc_now
 
 LABELS = ("unethical", "acceptable", "unclear")
 MAX_JSON_ATTEMPTS = 3
@@ -70,7 +70,7 @@ class LlmJudge:
 
 
 def load_judge(model: ModelConfig) -> LlmJudge:
-    prompts = resources.files("pipeline").joinpath("prompts")
+    prompts = resources.files("pipeline.grading").joinpath("prompts")
     templates = {kind: Template(prompts.joinpath(f"judge_{kind}.md").read_text(encoding="utf-8"))
                  for kind in ("output", "cot")}
     return LlmJudge(model, templates)

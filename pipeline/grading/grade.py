@@ -16,15 +16,15 @@ from typing import Any
 import anyio
 import structlog
 
-from pipeline.engine import EngineResult, Stream, recover_journal, run_engine
-from pipeline.evaluate import Labelled
-from pipeline.journal import Journal
-from pipeline.llm_judge import LlmJudge, Ungraded, count_ungraded, judge_one, ungraded
+from pipeline.sampling.engine import EngineResult, Stream, recover_journal, run_engine
+from pipeline.grading.evaluate import Labelled
+from pipeline.sampling.journal import Journal
+from pipeline.grading.llm_judge import LlmJudge, Ungraded, count_ungraded, judge_one, ungraded
 from pipeline.progress import Progress
-from pipeline.rule_judge import RULE_JUDGE_NAME, Judgment, judge_response, rule_judge_version
-from pipeline.run import make_lanes
-from pipeline.scenarios import Scenario
-from pipeline.store import Store, utc_now
+from pipeline.grading.rule_judge import RULE_JUDGE_NAME, Judgment, judge_response, rule_judge_version
+from pipeline.sampling.runner import make_lanes
+from pipeline.experiment.scenarios import Scenario
+from pipeline.store.writer import Store, utc_now
 
 log = structlog.get_logger()
 CHUNK = 5000

@@ -5,7 +5,7 @@ served through `xllamacpp`, whose `Server` answers the OpenAI API (`/v1/chat/com
 continuous batching over `slots` parallel sequences, using the chat template stored in the GGUF.
 
 `xllamacpp.Server` has no stop method, so it always runs in a child process
-(`python -m pipeline.local_model serve ...`) that the pipeline owns and ends; the child asks the
+(`python -m pipeline.local_model.server serve ...`) that the pipeline owns and ends; the child asks the
 kernel to SIGTERM it when its parent dies, so even a `kill -9` of the pipeline leaves no server.
 """
 
@@ -225,7 +225,7 @@ def _server_process(slots: int, ctx_per_slot: int, threads: int | None,
 
 
 def _spawn(slots: int, ctx_per_slot: int, threads: int | None, stderr_log: IO[bytes]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "pipeline.local_model", "serve", "--port", "0", "--slots", str(slots),
+    cmd = [sys.executable, "-m", "pipeline.local_model.server", "serve", "--port", "0", "--slots", str(slots),
            "--ctx-per-slot", str(ctx_per_slot), "--parent-pid", str(os.getpid())]
     if threads is not None:
         cmd += ["--threads", str(threads)]
@@ -301,8 +301,8 @@ def _tail(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.local_model serve ...`: the child-process entry point."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.local_model", description=__doc__)
+    """`python -m pipeline.local_model.server serve ...`: the child-process entry point."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local_model.server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the model server in the foreground")
     serve.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")

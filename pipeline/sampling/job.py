@@ -11,10 +11,10 @@ from typing import Any
 
 import structlog
 
-from pipeline.lane import CallOutcome, Lane
-from pipeline.plan import Job
-from pipeline.scenarios import Message
-from pipeline.store import Outcome, utc_now
+from pipeline.sampling.lane import CallOutcome, Lane
+from pipeline.sampling.plan import Job
+from pipeline.experiment.scenarios import Message
+from pipeline.store.writer import Outcome, utc_now
 
 log = structlog.get_logger()
 

@@ -14,15 +14,15 @@ import duckdb
 import structlog
 
 import pipeline
-from pipeline.config import Experiment, ModelConfig
-from pipeline.engine import EngineResult, Stream, recover_journal, run_engine
+from pipeline.experiment.config import Experiment, ModelConfig
+from pipeline.sampling.engine import EngineResult, Stream, recover_journal, run_engine
 from pipeline.errors import PipelineError
-from pipeline.execute import execute_job
-from pipeline.journal import Journal
-from pipeline.lane import Lane
-from pipeline.plan import Cell, pending_jobs
+from pipeline.sampling.job import execute_job
+from pipeline.sampling.journal import Journal
+from pipeline.sampling.lane import Lane
+from pipeline.sampling.plan import Cell, pending_jobs
 from pipeline.progress import Progress
-from pipeline.store import Store, hostname, utc_now
+from pipeline.store.writer import Store, hostname, utc_now
 
 log = structlog.get_logger()
 

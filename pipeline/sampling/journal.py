@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.store import Outcome
+from pipeline.store.writer import Outcome
 
 
 class Segment:

@@ -24,7 +24,7 @@ import orjson
 import structlog
 
 from pipeline.errors import PipelineError
-from pipeline.plan import Cell, DoneIndex
+from pipeline.sampling.plan import Cell, DoneIndex
 
 log = structlog.get_logger()
 SCHEMA_VERSION = "1"
@@ -133,7 +133,7 @@ class Store:
 
     def initialize(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        sql = resources.files("pipeline").joinpath("sql")
+        sql = resources.files("pipeline.store").joinpath("sql")
         scripts = [sql.joinpath(name).read_text(encoding="utf-8") for name in SQL_SCRIPTS
                    if sql.joinpath(name).is_file()]
         with self.connect() as con:

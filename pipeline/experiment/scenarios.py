@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import ConfigError
-from pipeline.tomlfile import TomlFile
+from pipeline.experiment.tomlfile import TomlFile
 
 BRANCHES = ("sampled", "refusal", "rebuttal")
 CATEGORIES = ("dishonesty", "discrimination", "illegal_activity")

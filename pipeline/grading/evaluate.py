@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from pipeline.errors import ConfigError
-from pipeline.scenarios import Scenario
-from pipeline.stats import cohen_kappa
+from pipeline.experiment.scenarios import Scenario
+from pipeline.grading.stats import cohen_kappa
 
 FIELDS = ("output_label", "cot_present", "cot_label")
 

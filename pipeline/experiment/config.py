@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.scenarios import BRANCHES, Scenario, load_scenarios
-from pipeline.tomlfile import TomlFile
+from pipeline.experiment.scenarios import BRANCHES, Scenario, load_scenarios
+from pipeline.experiment.tomlfile import TomlFile
 
 _TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "branches",
              "samples_per_cell", "params", "models"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pipeline.config import ModelConfig
-from pipeline.lane import DEFAULT_MAX_TOKENS, estimate_tokens
-from pipeline.plan import Cell, DoneIndex
+from pipeline.experiment.config import ModelConfig
+from pipeline.sampling.lane import DEFAULT_MAX_TOKENS, estimate_tokens
+from pipeline.sampling.plan import Cell, DoneIndex
 
 
 @dataclass

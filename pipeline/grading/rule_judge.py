@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.scenarios import Scenario, content_hash
-from pipeline.split import split_response
+from pipeline.experiment.scenarios import Scenario, content_hash
+from pipeline.grading.split import split_response
 
 RULE_JUDGE_NAME = "rule"
 RULE_JUDGE_VERSION = "2"  # the code's rules; rule_judge_version() adds the scenarios' rules

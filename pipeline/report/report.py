@@ -28,10 +28,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
-from pipeline.local_model import MODEL_NAME as EMBEDDED_MODEL  # noqa: E402
-from pipeline.scenarios import DEFAULT_VARIANT  # noqa: E402
-from pipeline.stats import wilson  # noqa: E402
-from pipeline.store import open_reader  # noqa: E402
+from pipeline.local_model.server import MODEL_NAME as EMBEDDED_MODEL  # noqa: E402
+from pipeline.experiment.scenarios import DEFAULT_VARIANT  # noqa: E402
+from pipeline.grading.stats import wilson  # noqa: E402
+from pipeline.store.writer import open_reader  # noqa: E402
 
 Row = dict[str, Any]
 BRANCHES = ("sampled", "refusal", "rebuttal")
@@ -89,7 +89,7 @@ def write_report(db_path: Path, out_dir: Path, judge: str = "rule") -> list[Path
 def install_views(con: duckdb.DuckDBPyConnection) -> None:
     """Load views.sql as TEMP objects: allowed on a read-only connection, and they
     shadow any older definitions stored in the file."""
-    script = resources.files("pipeline").joinpath("sql", "views.sql").read_text(encoding="utf-8")
+    script = resources.files("pipeline.store").joinpath("sql", "views.sql").read_text(encoding="utf-8")
     con.execute(re.sub(r"\bCREATE OR REPLACE (VIEW|MACRO)\b", r"CREATE OR REPLACE TEMP \1", script))
 
 

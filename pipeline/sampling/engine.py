@@ -21,11 +21,11 @@ import duckdb
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from pipeline.client import EndpointError
-from pipeline.journal import Journal, Segment, read_segment
-from pipeline.lane import Lane
+from pipeline.sampling.client import EndpointError
+from pipeline.sampling.journal import Journal, Segment, read_segment
+from pipeline.sampling.lane import Lane
 from pipeline.progress import Progress, ProgressReporter
-from pipeline.store import Outcome, Store
+from pipeline.store.writer import Outcome, Store
 
 log = structlog.get_logger()
 FLUSH_INTERVAL_S = 0.5      # commit cadence; between commits readers can open the file

@@ -11,8 +11,8 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from pipeline.config import Experiment, ModelConfig
-from pipeline.scenarios import Conversation, Scenario, content_hash
+from pipeline.experiment.config import Experiment, ModelConfig
+from pipeline.experiment.scenarios import Conversation, Scenario, content_hash
 
 JOB_ID_HEX = 32
 

@@ -15,11 +15,11 @@ from typing import Any
 import anyio
 import structlog
 
-from pipeline.client import ChatClient, EndpointError, JobError, RateLimited, TransientError
-from pipeline.config import ModelConfig
-from pipeline.limits import AdaptiveConcurrency, TokenBucket
+from pipeline.sampling.client import ChatClient, EndpointError, JobError, RateLimited, TransientError
+from pipeline.experiment.config import ModelConfig
+from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket
 from pipeline.progress import Progress
-from pipeline.scenarios import Message
+from pipeline.experiment.scenarios import Message
 
 log = structlog.get_logger()
 MAX_BACKOFF_S = 60.0
