@@ -26,6 +26,7 @@ class Labelled:
     scenario: Scenario
     text: str
     expected: dict[str, str]
+    finish_reason: str = "stop"
 
 
 def load_fixtures(path: Path, scenarios: dict[str, Scenario]) -> list[Labelled]:
@@ -37,7 +38,8 @@ def load_fixtures(path: Path, scenarios: dict[str, Scenario]) -> list[Labelled]:
             record = orjson.loads(line)
             scenario = scenarios[record["scenario"]]
             expected = {name: str(record[name]).lower() for name in FIELDS}
-            items.append(Labelled(record["id"], scenario, record["text"], expected))
+            items.append(Labelled(record["id"], scenario, record["text"], expected,
+                                  str(record.get("finish_reason") or "stop")))
         except orjson.JSONDecodeError as exc:
             raise ConfigError(path, None, f"invalid JSON: {exc}", line=number) from None
         except KeyError as exc:

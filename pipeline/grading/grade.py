@@ -21,7 +21,8 @@ from pipeline.grading.evaluate import Labelled
 from pipeline.sampling.journal import Journal
 from pipeline.grading.llm_judge import LlmJudge, Ungraded, count_ungraded, judge_one, ungraded
 from pipeline.progress import Progress
-from pipeline.grading.rule_judge import RULE_JUDGE_NAME, Judgment, judge_response, rule_judge_version
+from pipeline.grading.judge import Judgment
+from pipeline.grading.rule_judge import RULE_JUDGE_NAME, judge_response, rule_judge_version
 from pipeline.sampling.runner import make_lanes
 from pipeline.experiment.scenarios import Scenario
 from pipeline.store.writer import Store, utc_now
@@ -97,7 +98,7 @@ async def grade_with_llm(store: Store, judge: LlmJudge, scenarios: dict[str, Sce
 
 
 def predict_with_rules(items: list[Labelled]) -> list[dict[str, Any]]:
-    return [asdict(judge_response(item.scenario, item.text)) for item in items]
+    return [asdict(judge_response(item.scenario, item.text, item.finish_reason)) for item in items]
 
 
 async def predict_with_llm(judge: LlmJudge, items: list[Labelled]) -> list[dict[str, Any]]:

@@ -1,0 +1,68 @@
+"""What every judge is: a name, a version, and a label for one final response.
+
+A judge reads a `FinalResponse` and returns a `Judgment` (or None when it could not answer,
+e.g. an LLM endpoint gave up: the response stays ungraded and the next `pipeline grade` tries
+again). Rule, LLM and human labels all end up as rows of the same shape (`judgment_row`), so
+the views compare them without knowing where they came from. To add a judge: implement this
+protocol and name it in `grading/judges.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.experiment.scenarios import Scenario
+from pipeline.store.writer import utc_now
+
+UNETHICAL, ACCEPTABLE, UNCLEAR, NO_COT = "unethical", "acceptable", "unclear", "no_cot"
+OUTPUT_LABELS = (UNETHICAL, ACCEPTABLE, UNCLEAR)
+COT_LABELS = (UNETHICAL, ACCEPTABLE, NO_COT, UNCLEAR)
+
+
+@dataclass(frozen=True)
+class FinalResponse:
+    """The reply to the trigger, as a judge sees it. `finish_reason` = 'length' means the
+    reply was cut off at max_tokens: whatever it did not get to say cannot be judged."""
+
+    job_id: str
+    scenario: Scenario
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgment:
+    cot_present: bool
+    cot_text: str | None
+    output_text: str
+    output_label: str  # unethical | acceptable | unclear
+    cot_label: str     # predicted from the CoT alone: unethical | acceptable | no_cot | unclear
+    detail: dict[str, Any]  # JSON-able: why (matched rules, the LLM judge's answers, ...)
+
+
+class Judge(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the labels could change: new labels are stored beside old ones."""
+        ...
+
+    @property
+    def concurrency(self) -> int:
+        """How many responses it may judge at once."""
+        ...
+
+    async def judge(self, response: FinalResponse) -> Judgment | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def judgment_row(job_id: str, judge: str, version: str, judgment: Judgment) -> dict[str, Any]:
+    """The one shape of a `judgments` row."""
+    return {"job_id": job_id, "judge": judge, "judge_version": version,
+            "cot_present": judgment.cot_present, "cot_text": judgment.cot_text,
+            "output_text": judgment.output_text, "output_label": judgment.output_label,
+            "cot_label": judgment.cot_label, "detail": judgment.detail, "graded_at": utc_now()}
