@@ -5,26 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
 
-from pipeline.experiment.config import (Experiment, ModelConfig, endpoint_model, load_experiment, override_limits,
-                             single_endpoint, with_limits)
-from pipeline.sampling.dryrun import describe_plan
 from pipeline.errors import PipelineError
-from pipeline.grading.evaluate import agreement, format_agreement, load_fixtures
-from pipeline.grading.grade import grade_with_llm, grade_with_rules, predict_with_llm, predict_with_rules
-from pipeline.sampling.lane import DEFAULT_MAX_TOKENS, estimate_tokens
-from pipeline.grading.llm_judge import JUDGE_PARAMS, load_judge
-from pipeline.logs import configure_logging
-from pipeline.sampling.plan import Cell, DoneIndex, plan_cells
+from pipeline.experiment.config import (Experiment, ModelConfig, endpoint_model, load_experiment, override_limits,
+                                        single_endpoint, with_limits)
+from pipeline.experiment.scenarios import Scenario, load_scenarios
+from pipeline.grading.evaluate import format_agreement, load_fixtures
+from pipeline.grading.grade import grade, predict
+from pipeline.grading.judges import JUDGE_KINDS, make_judge
+from pipeline.grading.llm_judge import JUDGE_PARAMS
 from pipeline.grading.rule_judge import RULE_JUDGE_NAME
+from pipeline.local_model.server import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, serve_forever
+from pipeline.logs import configure_logging
+from pipeline.progress import Progress
+from pipeline.sampling.dryrun import describe_plan
+from pipeline.sampling.embedded import start_embedded_models
+from pipeline.sampling.engine import EngineResult
+from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
 from pipeline.sampling.runner import RunResult, sample
-from pipeline.experiment.scenarios import load_scenarios
-from pipeline.store.writer import Store, load_done, open_reader, run_lock
+from pipeline.store.connection import open_reader, run_lock
+from pipeline.store.queries import sql
+from pipeline.store.writer import Store
 
 DEFAULT_DB = Path("data/results.duckdb")
 DEFAULT_EXPERIMENT = Path("scenarios/experiments/default.toml")
@@ -60,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(sql)
 
     grade = command("grade", "label final responses a judge has not labelled yet (never resamples)")
-    grade.add_argument("--judge", choices=["rule", "llm"], default="rule",
+    grade.add_argument("--judge", choices=JUDGE_KINDS, default="rule",
                        help="rule: offline regex rules from the scenario files; llm: a chat model (needs --base-url/--model)")
     grade.add_argument("--scenarios-dir", type=Path, default=DEFAULT_SCENARIOS, help="where the scenario files are")
     grade.add_argument("--eval-fixtures", nargs="?", const=DEFAULT_FIXTURES, type=Path, metavar="JSONL",
                        help=f"instead of grading: accuracy and Cohen's kappa against hand labels ({DEFAULT_FIXTURES})")
+    grade.add_argument("--json", action="store_true", help="with --eval-fixtures: print the scores as JSON")
     _add_db(grade)
     _add_endpoint(grade, "the LLM judge's endpoint")
 
@@ -74,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(report)
 
     serve = command("serve", "run the embedded model's OpenAI-compatible server in the foreground")
-    serve.add_argument("--slots", type=int, default=4, help="parallel sequences (continuous batching)")
-    serve.add_argument("--ctx-per-slot", type=int, default=2048, help="context tokens per slot")
+    serve.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="parallel sequences (continuous batching)")
+    serve.add_argument("--ctx-per-slot", type=int, default=DEFAULT_CTX_PER_SLOT, help="context tokens per slot")
     return parser
 
 
@@ -133,7 +140,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with run_lock(args.db), ExitStack() as stack:
         store.initialize()
         stack.callback(store.close)
-        if store.load_done(cells).count < sum(cell.n for cell in cells):  # nothing to do: no server
+        with store.connect() as con:
+            pending = sum(cell.n for cell in cells) - load_done(con, cells).count
+        if pending:  # nothing to do: no server
             cells = start_embedded_models(cells, stack)
         result = anyio.run(sample, experiment, cells, store, argv)
     print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
@@ -153,55 +162,45 @@ def print_dry_run(cells: list[Cell], db: Path) -> int:
     return 0
 
 
-def start_embedded_models(cells: list[Cell], stack: ExitStack) -> list[Cell]:
-    """Start the local llama.cpp server for embedded models; it stops when `stack` closes."""
-    embedded = {cell.model.name: cell.model for cell in cells if cell.model.embedded}
-    if not embedded:
-        return cells
-    from pipeline.local_model.server import embedded_server
-
-    served: dict[str, ModelConfig] = {}
-    for name, model in embedded.items():
-        ctx = context_per_slot([c for c in cells if c.model is model], model)
-        log.info("starting the embedded model server", model=name, slots=model.concurrency, ctx_per_slot=ctx)
-        url = stack.enter_context(embedded_server(slots=model.concurrency, ctx_per_slot=ctx))
-        served[name] = replace(model, base_urls=(url,))
-    return [replace(c, model=served[c.model.name]) if c.model.embedded else c for c in cells]
-
-
-def context_per_slot(cells: list[Cell], model: ModelConfig) -> int:
-    """Enough context for the longest conversation: prompt + a sampled initial reply + final reply."""
-    max_tokens = int(model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
-    longest = max(estimate_tokens(c.conversation.closing("")) for c in cells)
-    needed = int(longest * 1.5) + 2 * max_tokens + 64  # 1.5: chars/4 underestimates small-vocab tokenizers
-    return -(-needed // 256) * 256
-
-
 def cmd_grade(args: argparse.Namespace) -> int:
     scenarios = {s.id: s for s in load_scenarios(args.scenarios_dir)}
-    judge = load_judge(judge_model(args)) if args.judge == "llm" else None
+    model = judge_model(args) if args.judge == "llm" else None
     if args.eval_fixtures:
         items = load_fixtures(args.eval_fixtures, scenarios)
-        predictions = anyio.run(predict_with_llm, judge, items) if judge else predict_with_rules(items)
-        print(format_agreement(judge.name if judge else RULE_JUDGE_NAME, agreement(items, predictions)))
+        name, predictions = anyio.run(_predict, args.judge, scenarios, model, items)
+        print(format_agreement(name, items, predictions, as_json=args.json))
         return 0
-    store = Store(args.db)
     if not args.db.exists():
         raise PipelineError(f"{args.db}: no such database (run `pipeline sample` first)")
+    store = Store(args.db)
     with run_lock(args.db), ExitStack() as stack:
         store.initialize()
         stack.callback(store.close)
-        if judge is None:
-            result = grade_with_rules(store, scenarios)
-            print(f"graded {result.graded} responses with the rule judge (version {result.version}): "
-                  f"{dict(result.labels)}")
-            return 0
-        engine = anyio.run(grade_with_llm, store, judge, scenarios)
-    print(f"graded {engine.stored_ok} responses with {judge.name} (version {judge.version}); "
+        name, version, engine = anyio.run(_grade, store, args.judge, scenarios, model)
+    print(f"graded {engine.stored_ok} responses with {name} (version {version}); "
           f"{engine.stored_failed} got no answer and stay ungraded; status {engine.status}")
     for error in engine.endpoint_errors:
         print(f"  endpoint error: {error}")
     return {"completed": 0, "interrupted": 130}.get(engine.status, 1)
+
+
+async def _grade(store: Store, kind: str, scenarios: dict[str, Scenario],
+                 model: ModelConfig | None) -> tuple[str, str, EngineResult]:
+    progress = Progress(total=0)
+    judge = make_judge(kind, scenarios, progress, model)
+    try:
+        return judge.name, judge.version, await grade(store, judge, scenarios, progress)
+    finally:
+        await judge.aclose()
+
+
+async def _predict(kind: str, scenarios: dict[str, Scenario], model: ModelConfig | None,
+                   items: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    judge = make_judge(kind, scenarios, Progress(total=len(items)), model)
+    try:
+        return judge.name, await predict(judge, items)
+    finally:
+        await judge.aclose()
 
 
 def judge_model(args: argparse.Namespace) -> ModelConfig:
@@ -221,8 +220,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.local_model.server import serve_forever
-
     serve_forever(slots=args.slots, ctx_per_slot=args.ctx_per_slot)
     return 0
 
@@ -252,8 +249,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("cells (latest plan of each):")
         con.sql("SELECT * FROM cell_status").show(max_rows=1000, max_width=200)
         print("recent runs:")
-        con.sql("SELECT run_id, experiment, status, started_at, finished_at, planned, pending_at_start, "
-                "done, failed FROM runs ORDER BY started_at DESC LIMIT 5").show(max_width=200)
+        con.sql(sql("recent_runs")).show(max_width=200)
     finally:
         con.close()
     return 0

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from pipeline.grading import stats
+from pipeline.store import schema
 
 SQL = Path(__file__).resolve().parents[1] / "pipeline" / "store" / "sql"
 NEW = "2025-01-01 00:00:00+00"
@@ -31,10 +32,9 @@ CELL_A = [CONSISTENT] * 3 + [BELIED, NO_COT_UNETHICAL, VAGUE_UNETHICAL] + [ACCEP
 
 
 def make_db(path: Path) -> duckdb.DuckDBPyConnection:
-    """A results database as Store.initialize makes it: schema.sql then views.sql."""
+    """A results database as Store.initialize makes it: every migration, then the views."""
     con = duckdb.connect(str(path))
-    for name in ("schema.sql", "views.sql"):
-        con.execute((SQL / name).read_text(encoding="utf-8"))
+    schema.upgrade(con)
     return con
 
 

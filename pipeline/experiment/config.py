@@ -19,7 +19,8 @@ _TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "b
              "samples_per_cell", "params", "models"}
 _MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", "tpm",
                "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed"}
-DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": 512}
+DEFAULT_MAX_TOKENS = 512  # when an experiment sets none: room for a Reasoning + Output reply
+DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": DEFAULT_MAX_TOKENS}
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,17 @@
 
 Everything comes from the SQL views (rates, rates_by_phrasing, branch_comparison,
 judge_agreement), so the report and ad-hoc SQL always agree. The database is opened
-read-only (a run may be writing), and the views are loaded as TEMP objects from this
-package's views.sql, so an older database gets today's definitions without a write.
+read-only (a run may be writing); a database from an earlier release is first upgraded to
+today's schema and views (pipeline/store/schema.py).
 Partial data is normal (a run still going, a branch not sampled, no unethical output):
 every figure is drawn from what exists and report.md lists what is missing.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 from pipeline.local_model.server import MODEL_NAME as EMBEDDED_MODEL  # noqa: E402
 from pipeline.experiment.scenarios import DEFAULT_VARIANT  # noqa: E402
 from pipeline.grading.stats import wilson  # noqa: E402
-from pipeline.store.writer import open_reader  # noqa: E402
+from pipeline.store.connection import open_reader  # noqa: E402
 
 Row = dict[str, Any]
 BRANCHES = ("sampled", "refusal", "rebuttal")
@@ -86,13 +84,6 @@ def write_report(db_path: Path, out_dir: Path, judge: str = "rule") -> list[Path
     return [*paths, markdown]
 
 
-def install_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Load views.sql as TEMP objects: allowed on a read-only connection, and they
-    shadow any older definitions stored in the file."""
-    script = resources.files("pipeline.store").joinpath("sql", "views.sql").read_text(encoding="utf-8")
-    con.execute(re.sub(r"\bCREATE OR REPLACE (VIEW|MACRO)\b", r"CREATE OR REPLACE TEMP \1", script))
-
-
 def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
     cursor = con.execute(sql, list(params))
     names = [column[0] for column in cursor.description]
@@ -100,7 +91,6 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
 
 
 def load(con: duckdb.DuckDBPyConnection, judge: str) -> ReportData:
-    install_views(con)
     by_judge = [judge]
     return ReportData(
         judge=judge,
@@ -110,7 +100,7 @@ def load(con: duckdb.DuckDBPyConnection, judge: str) -> ReportData:
         agreement=fetch(con, "SELECT * FROM judge_agreement"),
         planned=fetch(con, "SELECT * FROM cell_status"),
         judges=fetch(con, "SELECT DISTINCT judge, judge_version FROM current_judgments ORDER BY judge"),
-        done_jobs=con.execute("SELECT count(*) FROM jobs WHERE status = 'done'").fetchone()[0],
+        done_jobs=con.execute("SELECT count(*) FROM jobs WHERE status = 'done'").fetchall()[0][0],
     )
 
 

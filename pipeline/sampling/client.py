@@ -1,8 +1,7 @@
-"""One chat-completion call to an OpenAI-compatible endpoint, and what can go wrong with it.
+"""One chat-completion call to an OpenAI-compatible endpoint: a `ChatResult` or a `CallFailed`.
 
-Errors are sorted by what the caller should do: wait and retry (`RateLimited`), back off
-and retry (`TransientError`), give up on this job (`JobError`), or stop using the
-endpoint (`EndpointError`: bad key, unknown model, no quota - every job would fail).
+The client only reports what happened (status, error code, headers, a redacted message);
+what to do about it is `retry.decide`'s job.
 """
 
 from __future__ import annotations
@@ -17,34 +16,13 @@ import aiohttp
 import anyio
 import orjson
 
-_ENDPOINT_FATAL_STATUS = {401, 403, 404}
+from pipeline.sampling.retry import MALFORMED_BODY, QUOTA_CODES, Failure
 
 
-class CallError(Exception):
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class TransientError(CallError):
-    """5xx, connection failures, timeouts, unreadable bodies: retry after a backoff."""
-
-
-class RateLimited(TransientError):
-    """429: retry after the delay the server asked for (None: it did not say)."""
-
-    def __init__(self, message: str, status: int, retry_after_s: float | None):
-        super().__init__(message, status)
-        self.retry_after_s = retry_after_s
-
-
-class JobError(CallError):
-    """A 4xx that retrying cannot fix (bad request, context too long): the job fails."""
-
-
-class EndpointError(CallError):
-    """Every request to this endpoint would fail the same way: stop using it."""
+class CallFailed(Exception):
+    def __init__(self, failure: Failure):
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,27 +67,20 @@ class ChatClient:
                     content = await response.read()
                     status, response_headers = response.status, response.headers
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise TransientError(f"timeout ({type(exc).__name__}) after {time.monotonic() - started:.1f} s") from None
+            elapsed = time.monotonic() - started
+            raise CallFailed(Failure(f"timeout ({type(exc).__name__}) after {elapsed:.1f} s")) from None
         except aiohttp.ClientError as exc:
-            raise TransientError(f"connection error: {self.redact(str(exc)) or type(exc).__name__}") from None
+            raise CallFailed(Failure(f"connection error: {self.redact(str(exc)) or type(exc).__name__}")) from None
         latency = time.monotonic() - started
         self.advertised = advertised_limits(response_headers) or self.advertised
         if status != 200:
-            raise self._classify(status, content, response_headers)
-        return _parse_completion(content, latency)
-
-    def _classify(self, status: int, content: bytes, headers: Mapping[str, str]) -> CallError:
-        code, message = _error_details(content)
-        message = f"HTTP {status}: {self.redact(message)}"
-        if status == 429 and code == "insufficient_quota":
-            return EndpointError(message, status)
-        if status == 429:
-            return RateLimited(message, status, retry_after_seconds(headers))
-        if status >= 500 or status == 408:
-            return TransientError(message, status)
-        if status in _ENDPOINT_FATAL_STATUS:
-            return EndpointError(message, status)
-        return JobError(message, status)
+            code, message = _error_details(content)
+            headers = {name.lower(): value for name, value in response_headers.items()}
+            raise CallFailed(Failure(f"HTTP {status}: {self.redact(message)}", status, code, headers))
+        try:
+            return _parse_completion(content, latency)
+        except ValueError as exc:
+            raise CallFailed(Failure(self.redact(str(exc)), 200, MALFORMED_BODY)) from None
 
     def redact(self, text: str) -> str:
         """Servers sometimes echo the key back in errors: never let it reach logs or the DB."""
@@ -117,19 +88,6 @@ class ChatClient:
 
     async def aclose(self) -> None:
         await self._session.close()
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The server's requested wait: `retry-after-ms` (OpenAI) is finer than `Retry-After`."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            continue  # an HTTP date: rare for APIs, fall back to our own backoff
-    return None
 
 
 def advertised_limits(headers: Mapping[str, str]) -> dict[str, float]:
@@ -149,7 +107,9 @@ def _error_details(content: bytes) -> tuple[str | None, str]:
     except (orjson.JSONDecodeError, AttributeError):
         error = None
     if isinstance(error, dict):
-        return error.get("code"), str(error.get("message") or error)
+        codes = [str(c) for c in (error.get("code"), error.get("type")) if c]
+        code = next((c for c in codes if c in QUOTA_CODES), codes[0] if codes else None)  # quota wins
+        return code, str(error.get("message") or error)
     if isinstance(error, str):
         return None, error
     return None, content[:300].decode("utf-8", "replace").strip() or "(empty body)"
@@ -162,7 +122,7 @@ def _parse_completion(content: bytes, latency: float) -> ChatResult:
         text = choice["message"]["content"]
         usage = data.get("usage") or {}
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        raise TransientError(f"malformed response body ({type(exc).__name__}): {content[:120]!r}", 200) from None
+        raise ValueError(f"malformed response body ({type(exc).__name__}): {content[:120]!r}") from None
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     return ChatResult(text=text, finish_reason=choice.get("finish_reason"),

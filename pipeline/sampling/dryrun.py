@@ -6,7 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from pipeline.experiment.config import ModelConfig
-from pipeline.sampling.lane import DEFAULT_MAX_TOKENS, estimate_tokens
+from pipeline.experiment.config import DEFAULT_MAX_TOKENS
+from pipeline.sampling.lane import estimate_tokens
 from pipeline.sampling.plan import Cell, DoneIndex
 
 

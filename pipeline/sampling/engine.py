@@ -1,9 +1,10 @@
-"""The async engine shared by sampling and LLM grading: producers, lanes, one writer.
+"""The async engine shared by sampling and grading: producers, workers, one writer.
 
-    items (per model) --> workers (per lane, `concurrency` each) --outcomes--> writer --> DuckDB
+    items (per stream) --> workers (each a coroutine, e.g. bound to a lane) --outcomes--> writer --> DuckDB
 
-Work is described by `Stream`s: the lanes of one model, a lazy iterator of items and
-the coroutine that turns one item into an `Outcome` through a lane. The writer journals
+Work is described by `Stream`s: a lazy iterator of items and the workers that turn one
+item into an `Outcome`. The engine knows nothing of endpoints: a worker that raises
+`EndpointError` stops (its endpoint is unusable) and the error is reported. The writer journals
 each outcome the moment it arrives and commits what has gathered every
 FLUSH_INTERVAL_S in one short transaction. Ctrl-C / SIGTERM cancel producers and
 workers only; the writer then drains, so every finished item is stored.
@@ -17,30 +18,28 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
-import duckdb
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from pipeline.sampling.client import EndpointError
-from pipeline.sampling.journal import Journal, Segment, read_segment
-from pipeline.sampling.lane import Lane
 from pipeline.progress import Progress, ProgressReporter
-from pipeline.store.writer import Outcome, Store
+from pipeline.sampling.retry import EndpointError
+from pipeline.sampling.journal import Journal, Segment, read_segment
+from pipeline.store.writer import Outcome, RunCounters, Store
 
 log = structlog.get_logger()
 FLUSH_INTERVAL_S = 0.5      # commit cadence; between commits readers can open the file
 MAX_PENDING = 20_000        # outcomes waiting for a commit before workers are held back
 STREAM_BUFFER = 256
 Item = TypeVar("Item")
+Worker = Callable[[Item], Awaitable[Outcome]]
 
 
 @dataclass
 class Stream(Generic[Item]):
-    """The work of one model: its lanes (one per base URL), items, and how to run one."""
+    """Items and the workers that share them (e.g. `concurrency` workers per lane of a model)."""
 
-    lanes: list[Lane]
     items: Iterator[Item]
-    execute: Callable[[Item, Lane], Awaitable[Outcome]]
+    workers: list[Worker[Item]]
 
 
 @dataclass
@@ -51,42 +50,38 @@ class EngineResult:
     endpoint_errors: list[str] = field(default_factory=list)
 
 
-CommitHook = Callable[[duckdb.DuckDBPyConnection, EngineResult], None]
-
-
 async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal, progress: Progress,
-                     on_commit: CommitHook | None = None) -> EngineResult:
+                     run_id: str | None = None) -> EngineResult:
+    """Run every stream to its end (or a signal); `run_id` names the `runs` row whose
+    counters are kept in step with each commit."""
     result = EngineResult()
     send, receive = anyio.create_memory_object_stream[Outcome](STREAM_BUFFER)
     reporter = ProgressReporter(progress)
     async with anyio.create_task_group() as outer:
         writer_done = anyio.Event()
-        outer.start_soon(_write, receive, store, journal, result, on_commit, writer_done)
+        outer.start_soon(_write, receive, store, journal, result, run_id, writer_done)
         outer.start_soon(_report, reporter)
         with anyio.CancelScope() as work:
             outer.start_soon(_cancel_on_signal, work, result)
             async with send, anyio.create_task_group() as tg:
                 for stream in streams:
-                    _start_stream(tg, stream, send, progress)
+                    _start_stream(tg, stream, send, progress, result)
         await writer_done.wait()
         reporter.close()
         outer.cancel_scope.cancel()
-    lanes = [lane for stream in streams for lane in stream.lanes]
-    result.endpoint_errors = sorted({f"{lane.base_url}: {lane.dead.message}" for lane in lanes if lane.dead})
+    result.endpoint_errors.sort()
     if result.endpoint_errors and result.status == "completed":
         result.status = "failed"
     return result
 
 
 def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: ObjectSendStream[Outcome],
-                  progress: Progress) -> None:
-    concurrency = max((lane.model.concurrency for lane in stream.lanes), default=1)
-    send_items, receive_items = anyio.create_memory_object_stream[Any](concurrency)
+                  progress: Progress, result: EngineResult) -> None:
+    send_items, receive_items = anyio.create_memory_object_stream[Any](max(1, len(stream.workers)))
     tg.start_soon(_produce, stream.items, send_items)
     with receive_items:
-        for lane in stream.lanes:
-            for _ in range(lane.model.concurrency):
-                tg.start_soon(_work, lane, stream.execute, receive_items.clone(), outcomes.clone(), progress)
+        for worker in stream.workers:
+            tg.start_soon(_work, worker, receive_items.clone(), outcomes.clone(), progress, result)
 
 
 async def _produce(items: Iterator[Any], send: ObjectSendStream[Any]) -> None:
@@ -98,18 +93,16 @@ async def _produce(items: Iterator[Any], send: ObjectSendStream[Any]) -> None:
                 return  # every lane of this model is dead: leave the rest pending
 
 
-async def _work(lane: Lane, execute: Callable[[Any, Lane], Awaitable[Outcome]], items: ObjectReceiveStream[Any],
-                outcomes: ObjectSendStream[Outcome], progress: Progress) -> None:
+async def _work(worker: Worker[Any], items: ObjectReceiveStream[Any], outcomes: ObjectSendStream[Outcome],
+                progress: Progress, result: EngineResult) -> None:
     async with items, outcomes:
         async for item in items:
-            if lane.dead:
-                return
             try:
-                outcome = await execute(item, lane)
+                outcome = await worker(item)
             except EndpointError as exc:
-                if lane.dead is exc:
-                    log.error("endpoint unusable, stopping its lane", base_url=lane.base_url,
-                              model=lane.model.name, error=exc.message)
+                if exc.message not in result.endpoint_errors:
+                    result.endpoint_errors.append(exc.message)
+                    log.error("endpoint unusable, stopping its workers", error=exc.message)
                 return
             if outcome.failed:
                 progress.failed += 1
@@ -144,7 +137,7 @@ class PendingBatch:
 
 
 async def _write(receive: ObjectReceiveStream[Outcome], store: Store, journal: Journal, result: EngineResult,
-                 on_commit: CommitHook | None, finished: anyio.Event) -> None:
+                 run_id: str | None, finished: anyio.Event) -> None:
     """The only writer. Journaling and committing are separate tasks, so outcomes are
     journaled even while a commit is running."""
     pending = PendingBatch(journal)
@@ -155,7 +148,7 @@ async def _write(receive: ObjectReceiveStream[Outcome], store: Store, journal: J
                 await pending.closed.wait()
             if pending.outcomes:
                 batch, segment = pending.take()
-                await _commit(batch, store, result, on_commit)
+                await _commit(batch, store, result, run_id)
                 segment.discard()
     finished.set()
 
@@ -169,13 +162,13 @@ async def _journal(receive: ObjectReceiveStream[Outcome], pending: PendingBatch)
     pending.closed.set()
 
 
-async def _commit(batch: list[Outcome], store: Store, result: EngineResult, on_commit: CommitHook | None) -> None:
+async def _commit(batch: list[Outcome], store: Store, result: EngineResult, run_id: str | None) -> None:
     failed = sum(1 for outcome in batch if outcome.failed)
     result.stored_ok += len(batch) - failed
     result.stored_failed += failed
-    hook = (lambda con: on_commit(con, result)) if on_commit else None
+    counters = RunCounters(run_id, result.stored_ok, result.stored_failed) if run_id else None
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(store.write_batch, batch, hook)
+        await anyio.to_thread.run_sync(store.write_batch, batch, counters)
 
 
 def recover_journal(journal: Journal, store: Store) -> int:

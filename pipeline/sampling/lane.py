@@ -1,13 +1,13 @@
-"""One endpoint lane: a client plus its budgets, concurrency and retry policy.
+"""One endpoint lane: a client plus its budgets and concurrency, carrying out `retry.decide`.
 
-Every call of every job to one base URL goes through its lane, so the lane alone
-decides pacing: request and token budgets, adaptive concurrency, and what to do with
-each kind of error (see `client`).
+Every call of every job to one base URL goes through its lane, so the lane alone paces
+them: request and token budgets, adaptive concurrency, pauses after a 429. Whether and when
+to retry is decided by the pure function in `retry`.
 """
 
 from __future__ import annotations
 
-import random
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,16 +15,15 @@ from typing import Any
 import anyio
 import structlog
 
-from pipeline.sampling.client import ChatClient, EndpointError, JobError, RateLimited, TransientError
-from pipeline.experiment.config import ModelConfig
-from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket
-from pipeline.progress import Progress
+from pipeline.errors import PipelineError
+from pipeline.experiment.config import DEFAULT_MAX_TOKENS, ModelConfig
 from pipeline.experiment.scenarios import Message
+from pipeline.progress import Progress
+from pipeline.sampling.client import CallFailed, ChatClient, ChatResult
+from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket
+from pipeline.sampling.retry import Action, EndpointError, RetryPolicy, decide
 
 log = structlog.get_logger()
-MAX_BACKOFF_S = 60.0
-MAX_RATE_LIMIT_WAIT_S = 900.0   # 429s are waited out this long per call before giving up
-DEFAULT_MAX_TOKENS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +53,7 @@ class Lane:
         self.requests = TokenBucket(model.rpm) if model.rpm else None
         self.tokens = TokenBucket(model.tpm) if model.tpm else None
         self.concurrency = AdaptiveConcurrency(model.concurrency)
+        self.policy = RetryPolicy(max_attempts=model.max_attempts)
         self.paused_until = 0.0
         self.dead: EndpointError | None = None
 
@@ -68,40 +68,33 @@ class Lane:
         """One call with retries. Raises EndpointError when the endpoint itself is unusable."""
         body = {**self.request_params(seed), "messages": messages}
         reserve = estimate_tokens(messages) + int(self.model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
-        attempts = 0
-        rate_limited_s = 0.0
-        last_error = "no attempt made"
-        last_status: int | None = None
+        attempts, rate_limited_s = 0, 0.0
         while True:
             attempts += 1
             await self._wait_if_paused()
             try:
                 result = await self._send(body, headers, reserve)
-            except RateLimited as exc:
-                wait = exc.retry_after_s if exc.retry_after_s is not None else _backoff(attempts)
-                self._on_rate_limited(wait)
-                rate_limited_s += wait
-                last_error, last_status = exc.message, exc.status
-                if rate_limited_s > MAX_RATE_LIMIT_WAIT_S:
-                    break
-                await self._wait_retry(wait)
+            except CallFailed as exc:
+                failure = exc.failure
+                decision = decide(failure, attempts, rate_limited_s, self.policy)
+                self._count_failure(failure.status)
+                if decision.action is Action.STOP_ENDPOINT:
+                    self.dead = self.dead or EndpointError(f"{self.base_url}: {failure.message}", failure.status)
+                    raise self.dead from None
+                if decision.action is Action.FAIL_JOB:
+                    message = failure.message if attempts == 1 else f"{decision.reason}: {failure.message}"
+                    return CallOutcome(None, None, None, None, None, attempts, failure.status, message)
+                if decision.pause_lane:
+                    rate_limited_s += decision.delay_s
+                    self._pause(decision.delay_s)
+                await self._wait_retry(decision.delay_s)
                 continue
-            except TransientError as exc:
-                self.progress.errors += 1
-                last_error, last_status = exc.message, exc.status
-                if attempts >= self.model.max_attempts:
-                    break
-                await self._wait_retry(_backoff(attempts))
-                continue
-            except JobError as exc:
-                self.progress.errors += 1
-                return CallOutcome(None, None, None, None, None, attempts, exc.status, exc.message)
             return CallOutcome(result.text, result.finish_reason, result.prompt_tokens,
                                result.completion_tokens, result.latency_s, attempts, result.status, None)
-        return CallOutcome(None, None, None, None, None, attempts, last_status,
-                           f"gave up after {attempts} attempts: {last_error}")
 
-    async def _send(self, body: dict[str, Any], headers: dict[str, str], reserve: int) -> Any:
+    async def _send(self, body: dict[str, Any], headers: dict[str, str], reserve: int) -> ChatResult:
+        if self.dead:
+            raise self.dead
         await self.concurrency.acquire()
         try:
             if self.requests:
@@ -111,11 +104,8 @@ class Lane:
             self.progress.requests += 1
             try:
                 result = await self.client.complete(body, headers)
-            except EndpointError as exc:
-                self.dead = exc
-                raise
-            except RateLimited:
-                if self.tokens:
+            except CallFailed as exc:
+                if self.tokens and exc.failure.status == 429:
                     self.tokens.refund(reserve)  # rejected requests are not billed
                 self._adopt_advertised_limits()
                 raise
@@ -129,6 +119,12 @@ class Lane:
         finally:
             self.concurrency.release()
 
+    def _count_failure(self, status: int | None) -> None:
+        if status == 429:
+            self.progress.rate_limited += 1
+        else:
+            self.progress.errors += 1
+
     def _adopt_advertised_limits(self) -> None:
         """Pace by the limits the server announces when the experiment gives none."""
         advertised = self.client.advertised
@@ -141,9 +137,8 @@ class Lane:
             log.info("pacing by the server's advertised token limit", base_url=self.base_url,
                      tpm=advertised["tokens"])
 
-    def _on_rate_limited(self, wait: float) -> None:
-        """Pause the whole lane: every worker would hit the same empty budget."""
-        self.progress.rate_limited += 1
+    def _pause(self, wait: float) -> None:
+        """Pause the whole lane after a 429: every worker would hit the same empty budget."""
         self.concurrency.on_rate_limited()
         self.paused_until = max(self.paused_until, time.monotonic() + wait)
         for bucket in (self.requests, self.tokens):
@@ -165,9 +160,25 @@ class Lane:
         await self.client.aclose()
 
 
-def _backoff(attempt: int) -> float:
-    """Full-jitter exponential backoff: spreads retries so they do not arrive in waves."""
-    return random.uniform(0.5, 1.0) * min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1))
+def resolve_api_key(model: ModelConfig) -> str | None:
+    """Keys come from the environment only, and are never logged or stored."""
+    if not model.api_key_env:
+        return None
+    key = os.environ.get(model.api_key_env)
+    if not key:
+        raise PipelineError(f"model {model.name!r}: environment variable {model.api_key_env} is not set")
+    return key
+
+
+def make_lanes(model: ModelConfig, progress: Progress) -> list[Lane]:
+    """One lane per base URL of the model."""
+    key = resolve_api_key(model)
+    return [Lane(model, url, key, progress) for url in model.base_urls]
+
+
+async def close_lanes(lanes: list[Lane]) -> None:
+    for lane in lanes:
+        await lane.aclose()
 
 
 def estimate_tokens(messages: list[Message]) -> int:

@@ -8,11 +8,16 @@ hundred cell objects and one bit per job for the "already done" bitmap.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+
+import duckdb
 
 from pipeline.experiment.config import Experiment, ModelConfig
 from pipeline.experiment.scenarios import Conversation, Scenario, content_hash
+from pipeline.store.queries import sql
+
+_FETCH_CHUNK = 50_000
 
 JOB_ID_HEX = 32
 
@@ -109,3 +114,13 @@ def pending_jobs(cells: list[Cell], done: DoneIndex) -> Iterator[Job]:
         for cell in cells:
             if seed < cell.n and not done.is_done(cell, seed):
                 yield cell.job(seed)
+
+
+def load_done(con: duckdb.DuckDBPyConnection, cells: Sequence[Cell]) -> DoneIndex:
+    """Which planned jobs are already done (streamed: memory is one bit per planned job)."""
+    done = DoneIndex(cells)
+    con.execute(sql("done_jobs"))
+    while rows := con.fetchmany(_FETCH_CHUNK):
+        for scenario, variant, branch, model, seed, job_id in rows:
+            done.add((scenario, variant, branch, model), seed, job_id)
+    return done

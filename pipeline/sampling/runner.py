@@ -10,18 +10,16 @@ from functools import partial
 from typing import Any
 
 import anyio
-import duckdb
 import structlog
 
 import pipeline
 from pipeline.experiment.config import Experiment, ModelConfig
-from pipeline.sampling.engine import EngineResult, Stream, recover_journal, run_engine
-from pipeline.errors import PipelineError
+from pipeline.progress import Progress
+from pipeline.sampling.engine import Stream, recover_journal, run_engine
 from pipeline.sampling.job import execute_job
 from pipeline.sampling.journal import Journal
-from pipeline.sampling.lane import Lane
-from pipeline.sampling.plan import Cell, pending_jobs
-from pipeline.progress import Progress
+from pipeline.sampling.lane import Lane, close_lanes, make_lanes
+from pipeline.sampling.plan import Cell, DoneIndex, load_done, pending_jobs
 from pipeline.store.writer import Store, hostname, utc_now
 
 log = structlog.get_logger()
@@ -41,54 +39,43 @@ class RunResult:
     endpoint_errors: list[str] = field(default_factory=list)
 
 
-def resolve_api_key(model: ModelConfig) -> str | None:
-    """Keys come from the environment only, and are never logged or stored."""
-    if not model.api_key_env:
-        return None
-    key = os.environ.get(model.api_key_env)
-    if not key:
-        raise PipelineError(f"model {model.name!r}: environment variable {model.api_key_env} is not set")
-    return key
-
-
 def models_of(cells: list[Cell]) -> list[ModelConfig]:
     """The distinct models of a plan (cells carry the endpoint actually used, e.g. embedded)."""
     return list({id(cell.model): cell.model for cell in cells}.values())
 
 
-def make_lanes(model: ModelConfig, progress: Progress) -> list[Lane]:
-    key = resolve_api_key(model)
-    return [Lane(model, url, key, progress) for url in model.base_urls]
+def lane_workers(lanes: list[Lane], run_id: str) -> list[partial[Any]]:
+    """`concurrency` workers per lane, each running one job at a time through its lane."""
+    return [partial(execute_job, lane=lane, run_id=run_id)
+            for lane in lanes for _ in range(lane.model.concurrency)]
 
 
 async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str]) -> RunResult:
     journal = Journal(store.path)
     await anyio.to_thread.run_sync(recover_journal, journal, store)
-    done = await anyio.to_thread.run_sync(store.load_done, cells)
+    done = await anyio.to_thread.run_sync(_load_done, store, cells)
     planned = sum(cell.n for cell in cells)
     result = RunResult(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
                        pending_at_start=planned - done.count)
     progress = Progress(total=result.pending_at_start)
     models = models_of(cells)
     lanes = {id(model): make_lanes(model, progress) for model in models}
-    await anyio.to_thread.run_sync(store.start_run, _run_row(experiment, cells, result, argv), cells)
+    grid = [(*cell.key, cell.n) for cell in cells]
+    await anyio.to_thread.run_sync(store.start_run, _run_row(experiment, cells, result, argv), grid)
     log.info("run started", run_id=result.run_id, planned=planned, already_done=done.count,
              pending=result.pending_at_start, db=str(store.path))
-    execute = partial(execute_job, run_id=result.run_id)
-    streams = [Stream(lanes[id(model)], pending_jobs([c for c in cells if c.model is model], done), execute)
-               for model in models]
+    streams = [Stream(pending_jobs([c for c in cells if c.model is model], done),
+                      lane_workers(lanes[id(model)], result.run_id)) for model in models]
     started = time.monotonic()
     try:
-        engine = await run_engine(streams, store, journal, progress, on_commit=partial(_count, result.run_id))
+        engine = await run_engine(streams, store, journal, progress, run_id=result.run_id)
         result.status, result.endpoint_errors = engine.status, engine.endpoint_errors
         result.stored_done, result.stored_failed = engine.stored_ok, engine.stored_failed
     except BaseException:
         result.status = "failed"
         raise
     finally:
-        for model_lanes in lanes.values():
-            for lane in model_lanes:
-                await lane.aclose()
+        await close_lanes([lane for model_lanes in lanes.values() for lane in model_lanes])
         result.wall_s = time.monotonic() - started
         result.requests, result.tokens = progress.requests, progress.tokens
         with anyio.CancelScope(shield=True):
@@ -96,10 +83,9 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
     return result
 
 
-def _count(run_id: str, con: duckdb.DuckDBPyConnection, engine: EngineResult) -> None:
-    """Keep the run's counters in step with what is committed (same transaction)."""
-    con.execute("UPDATE runs SET done = ?, failed = ? WHERE run_id = ?",
-                [engine.stored_ok, engine.stored_failed, run_id])
+def _load_done(store: Store, cells: list[Cell]) -> DoneIndex:
+    with store.connect() as con:
+        return load_done(con, cells)
 
 
 def _run_row(experiment: Experiment, cells: list[Cell], result: RunResult, argv: list[str]) -> dict[str, Any]:

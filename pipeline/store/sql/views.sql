@@ -1,6 +1,6 @@
 -- Views that turn judgments into the paper's rates, with 95% confidence intervals.
--- Executed after schema.sql by every Store.initialize (hence CREATE OR REPLACE), and
--- loaded as TEMP objects by the report so it always uses these definitions.
+-- Re-created (CREATE OR REPLACE) whenever this file changes: pipeline/store/schema.py keeps
+-- its hash in meta.views_hash and re-runs it at the next open of an older database.
 -- Plain-Python twins of the macros live in pipeline/stats.py; tests cross-check them.
 
 -- ---------------------------------------------------------------- statistics macros
@@ -53,6 +53,28 @@ CREATE OR REPLACE MACRO newcombe_hi(k1, n1, k2, n2) AS
     CASE WHEN n1 > 0 AND n2 > 0 THEN
         k1 / n1 - k2 / n2 + sqrt((wilson_hi(k1, n1) - k1 / n1) ^ 2 + (k2 / n2 - wilson_lo(k2, n2)) ^ 2)
     END;
+
+-- ---------------------------------------------------------------- sampled responses
+-- Done jobs with their final reply (what graders read).
+CREATE OR REPLACE VIEW final_responses AS
+SELECT j.job_id, j.scenario, j.variant, j.branch, j.phrasing, j.model, j.seed, j.run_id,
+       r.response_text, r.finish_reason, r.prompt_tokens, r.completion_tokens
+FROM jobs j JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
+WHERE j.status = 'done';
+
+-- Progress per cell against the most recent plan of that cell (what `pipeline status` prints).
+CREATE OR REPLACE VIEW cell_status AS
+WITH latest_plan AS (
+    SELECT c.scenario, c.variant, c.branch, c.model, arg_max(c.n, r.started_at) AS planned
+    FROM run_cells c JOIN runs r USING (run_id) GROUP BY ALL
+), counted AS (
+    SELECT p.scenario, p.variant, p.branch, p.model, p.planned,
+           count(j.job_id) FILTER (WHERE j.status = 'done' AND j.seed < p.planned) AS done,
+           count(j.job_id) FILTER (WHERE j.status = 'failed') AS failed
+    FROM latest_plan p LEFT JOIN jobs j USING (scenario, variant, branch, model)
+    GROUP BY ALL
+)
+SELECT *, planned - done AS pending FROM counted ORDER BY scenario, variant, branch, model;
 
 -- ---------------------------------------------------------------- labelled responses
 -- Each judge's newest version (max graded_at), joined to its done job.

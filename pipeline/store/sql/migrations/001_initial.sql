@@ -1,11 +1,12 @@
--- Tables of a results database. Created (idempotently) by every `pipeline sample`.
-CREATE TABLE IF NOT EXISTS meta (
+-- Schema version 1: the tables of release 0.1.0. Migrations run once, in order, in one
+-- transaction each (pipeline/store/schema.py); never edit a migration that has shipped.
+CREATE TABLE meta (
     key   VARCHAR PRIMARY KEY,
     value VARCHAR
 );
 
 -- One row per `pipeline sample` invocation.
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE runs (
     run_id            VARCHAR PRIMARY KEY,
     experiment        VARCHAR,
     experiment_path   VARCHAR,
@@ -24,7 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 
 -- The grid each run planned: one row per cell, with its samples per cell.
-CREATE TABLE IF NOT EXISTS run_cells (
+CREATE TABLE run_cells (
     run_id    VARCHAR,
     scenario  VARCHAR,
     variant   VARCHAR,
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS run_cells (
 -- constraints: DuckDB rewrites a whole ART index at each checkpoint.
 -- One row per finished job (done or failed). A job is written together with all of
 -- its responses in one transaction, so a crash never leaves half a job behind.
-CREATE TABLE IF NOT EXISTS jobs (
+CREATE TABLE jobs (
     job_id          VARCHAR,              -- unique; hash of everything that changes its requests
     run_id          VARCHAR,
     scenario        VARCHAR,
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 
 -- One row per API call (the last attempt of it), successful or not.
-CREATE TABLE IF NOT EXISTS responses (
+CREATE TABLE responses (
     job_id            VARCHAR,
     run_id            VARCHAR,
     call              VARCHAR,     -- initial | final
@@ -72,29 +73,9 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at        TIMESTAMPTZ
 );
 
-CREATE OR REPLACE VIEW final_responses AS
-SELECT j.job_id, j.scenario, j.variant, j.branch, j.phrasing, j.model, j.seed, j.run_id,
-       r.response_text, r.finish_reason, r.prompt_tokens, r.completion_tokens
-FROM jobs j JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
-WHERE j.status = 'done';
-
--- Progress per cell against the most recent plan of that cell (what `pipeline status` prints).
-CREATE OR REPLACE VIEW cell_status AS
-WITH latest_plan AS (
-    SELECT c.scenario, c.variant, c.branch, c.model, arg_max(c.n, r.started_at) AS planned
-    FROM run_cells c JOIN runs r USING (run_id) GROUP BY ALL
-), counted AS (
-    SELECT p.scenario, p.variant, p.branch, p.model, p.planned,
-           count(j.job_id) FILTER (WHERE j.status = 'done' AND j.seed < p.planned) AS done,
-           count(j.job_id) FILTER (WHERE j.status = 'failed') AS failed
-    FROM latest_plan p LEFT JOIN jobs j USING (scenario, variant, branch, model)
-    GROUP BY ALL
-)
-SELECT *, planned - done AS pending FROM counted ORDER BY scenario, variant, branch, model;
-
 -- One row per (final response, judge, judge version): re-grading with a new judge never
 -- resamples and never overwrites another judge's labels.
-CREATE TABLE IF NOT EXISTS judgments (
+CREATE TABLE judgments (
     job_id         VARCHAR,
     judge          VARCHAR,     -- e.g. rule, llm:gpt-4o
     judge_version  VARCHAR,
