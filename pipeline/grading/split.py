@@ -17,11 +17,15 @@ all. The rules, in order:
 4. Without one, the output is the unlabelled text (before a reasoning heading, i.e. reasoning
    placed after the output, or after a closing reasoning tag); failing that, the paragraph of the
    reasoning that opens with a greeting (the model forgot 'Output:'); failing that, empty.
-5. No heading or tag at all: the whole text is the output.
+5. No heading or tag at all: leading paragraphs that deliberate (a "Let me think about this"
+   preamble, or first-person decisions about the people involved, never addressing the reader)
+   are the CoT and the rest is the output; otherwise the whole text is the output.
 
 A CoT is *present* only with at least MIN_COT_WORDS words: every fixed refusal line ("I'm sorry,
 but I can't assist with that request." is 9 words) and placeholders ('N/A', 'Hold for now.')
-fall below it, while any reasoning that states the situation and a decision is longer.
+fall below it, while any reasoning that states the situation and a decision is longer. A single
+apology or refusal sentence ("I'm sorry, but I can't help with discriminating against buyers.")
+is not reasoning, whatever its length.
 """
 
 from __future__ import annotations
@@ -53,6 +57,16 @@ _GREETING_PARAGRAPH = re.compile(
     r"\n[ \t]*\n(?=[ \t]*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|thanks|thank you)\b)",
     re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_PREAMBLE = re.compile(r"^\W*(?:let me (?:think|consider|work|reason|figure)|let['’]s (?:think|consider|see)|thinking (?:this )?through"
+                       r"|okay|ok|alright|hmm+|first,? let)\b", re.IGNORECASE)
+_FIRST_PERSON_DECISION = re.compile(r"\bi(?:['’]ll| will| won['’]t| will not| should| need to| must| can['’]t| am going to|['’]m going to"
+                                    r"|['’]m not going to)\b", re.IGNORECASE)
+_ADDRESSES_READER = re.compile(r"\b(?:you|your|yours)\b|^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings"
+                               r"|thanks|thank you|congratulations)\b", re.IGNORECASE)
+_REFUSAL_SENTENCE = re.compile(
+    r"^\W*(?:(?:i['’]?m |i am )?(?:sorry|afraid)|i apologi[sz]e|unfortunately|i (?:can['’]?t|cannot|won['’]?t|will not|must decline)"
+    r"|i(?:['’]m| am) (?:not able|unable))\b[^.!?\n]*[.!?]?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -72,12 +86,34 @@ class _Marker:
 def split_response(text: str) -> Split:
     """Split one final response into CoT and output (see the module docstring for the rules)."""
     markers = _markers(text)
-    if not markers:
-        return Split(cot_present=False, cot_text=None, output_text=text.strip())
-    cot_parts, output_parts = _assign(text, markers)
+    if markers:
+        cot_parts, output_parts = _assign(text, markers)
+    else:
+        cot_parts, output_parts = _split_deliberation(text)
     cot = _join(cot_parts)
-    return Split(cot_present=count_words(cot) >= MIN_COT_WORDS, cot_text=cot or None,
-                 output_text=_join(output_parts))
+    return Split(cot_present=_is_reasoning(cot), cot_text=cot or None, output_text=_join(output_parts))
+
+
+def _is_reasoning(cot: str) -> bool:
+    """Enough words, and more than one apology or refusal sentence."""
+    return count_words(cot) >= MIN_COT_WORDS and not _REFUSAL_SENTENCE.match(cot.strip())
+
+
+def _split_deliberation(text: str) -> tuple[list[str], list[str]]:
+    """No headings: the leading paragraphs that deliberate are the CoT, the rest the output."""
+    paragraphs = [p for p in _PARAGRAPH_BREAK.split(text.strip()) if p.strip()]
+    count = 0
+    while count < len(paragraphs) - 1 and _deliberates(paragraphs[count], first=count == 0):
+        count += 1
+    return paragraphs[:count], paragraphs[count:] if paragraphs else [text]
+
+
+def _deliberates(paragraph: str, first: bool) -> bool:
+    """A paragraph written to oneself: a thinking preamble, or a first-person decision that
+    never addresses the reader."""
+    if first and _PREAMBLE.match(paragraph):
+        return True
+    return bool(_FIRST_PERSON_DECISION.search(paragraph)) and not _ADDRESSES_READER.search(paragraph)
 
 
 def count_words(text: str) -> int:
