@@ -6,18 +6,35 @@ N ?= 5
 DB ?= data/results.duckdb
 EXPERIMENT ?= scenarios/experiments/default.toml
 
-.PHONY: venv test sample grade report status bench serve model clean
+.PHONY: venv lock lint test test-fast sample grade report status bench serve model view clean
 
-$(VENV)/.installed: pyproject.toml
+# Installs the locked versions (requirements.lock), then the project itself without resolving again.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
 
-test: venv
+# Re-resolve pyproject.toml's ranges in a scratch venv and pin what it got.
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install --quiet '.[dev]'
+	{ echo "# Exact versions the test suite passed with (Python 3.11). Regenerate with \`make lock\` after"; \
+	  echo "# changing dependencies in pyproject.toml, which keeps the honest ranges."; \
+	  .lockvenv/bin/pip freeze --exclude-editable | grep -v '^refusal-pipeline'; } > requirements.lock
+	rm -rf .lockvenv
+
+lint: venv
+	$(PY) -m ruff check pipeline tests benchmarks
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
 
 sample: venv
 	$(PY) -m pipeline sample --experiment $(EXPERIMENT) --n $(N) --db $(DB)

@@ -6,7 +6,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -27,7 +27,7 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     _samples: deque[tuple[float, int, int, int]] = field(default_factory=deque)
 
-    def snapshot(self) -> dict[str, float | int | None]:
+    def snapshot(self) -> dict[str, Any]:
         """Rates over the last ~30 s, so the ETA follows the current pace."""
         now = time.monotonic()
         finished = self.done + self.failed

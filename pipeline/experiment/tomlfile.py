@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pipeline.errors import ConfigError, find_key_line
 
@@ -56,19 +56,19 @@ class TomlFile:
         value = self.get(table, field, key, str, default)
         if isinstance(value, str) and value is not default and not value.strip():
             raise self.error(field, "must not be empty")
-        return value
+        return cast(str, value)
 
     def text_list(self, table: dict[str, Any], field: str, key: str, min_items: int = 0,
                   default: Any = _MISSING) -> list[str]:
         values = self.get(table, field, key, list, default)
         if values is default:
-            return values
+            return cast(list[str], values)
         for index, value in enumerate(values):
             if not isinstance(value, str) or not value.strip():
                 raise self.error(f"{field}[{index}]", "must be a non-empty string")
         if len(values) < min_items:
             raise self.error(field, f"needs at least {min_items} item(s), got {len(values)}")
-        return values
+        return cast(list[str], values)
 
     def check_keys(self, table: dict[str, Any], prefix: str, allowed: set[str]) -> None:
         """Reject unknown keys: a typo in a config file must not be silently ignored."""

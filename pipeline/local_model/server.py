@@ -23,13 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import httpx
 import structlog
 
 from pipeline.errors import PipelineError
@@ -236,13 +237,24 @@ def _spawn(slots: int, ctx_per_slot: int, threads: int | None, stderr_log: IO[by
                             process_group=0)
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+
+
+def _healthy(address: str) -> bool:
+    """One /health poll (stdlib: the only synchronous HTTP call the pipeline makes)."""
+    try:
+        with _NO_PROXY.open(f"{address}/health", timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _await_ready(proc: subprocess.Popen[bytes], stderr_log: IO[bytes], deadline: float) -> str:
     """Read the child's address from its handshake line, then poll /health until it says 200."""
     address = _read_address(proc, deadline)
     while address is not None and time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{address}/health", timeout=2.0, trust_env=False).status_code == 200:
-                return address
+        if _healthy(address):
+            return address
         time.sleep(0.1)
     if time.monotonic() < deadline:  # it closed stdout, so it is exiting: get its exit code
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -13,13 +13,14 @@ workers only; the writer then drains, so every finished item is stored.
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from pipeline.progress import Progress, ProgressReporter
 from pipeline.sampling.retry import EndpointError
@@ -39,7 +40,7 @@ class Stream(Generic[Item]):
     """Items and the workers that share them (e.g. `concurrency` workers per lane of a model)."""
 
     items: Iterator[Item]
-    workers: list[Worker[Item]]
+    workers: Sequence[Worker[Item]]
 
 
 @dataclass
@@ -75,7 +76,7 @@ async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal,
     return result
 
 
-def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: ObjectSendStream[Outcome],
+def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: MemoryObjectSendStream[Outcome],
                   progress: Progress, result: EngineResult) -> None:
     send_items, receive_items = anyio.create_memory_object_stream[Any](max(1, len(stream.workers)))
     tg.start_soon(_produce, stream.items, send_items)

@@ -93,7 +93,7 @@ def is_transient(failure: Failure) -> bool:
 
 def backoff(attempt: int, policy: RetryPolicy, jitter: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff: spreads retries so they do not arrive in waves."""
-    return (0.5 + 0.5 * jitter()) * min(policy.max_backoff_s, 0.5 * 2 ** (attempt - 1))
+    return (0.5 + 0.5 * jitter()) * min(policy.max_backoff_s, 0.5 * 2.0 ** (attempt - 1))
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -27,7 +27,7 @@ log = structlog.get_logger()
 T = TypeVar("T")
 # One DuckDB thread for writers: batches are small, and a thread pool per reopened instance
 # made memory grow faster with the run (bench case 4 at 50,000 jobs: +43 MB -> +14 MB).
-WRITER_CONFIG = {"threads": 1}
+WRITER_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1}
 
 
 def is_lock_error(exc: BaseException) -> bool:
