@@ -243,6 +243,23 @@ def test_judge_agreement_kappa(con: duckdb.DuckDBPyConnection) -> None:
     assert rows["cot_label"]["kappa"] == pytest.approx(stats.cohen_kappa(cot_pairs))
 
 
+def test_human_labels_are_a_judge_in_agreement_and_accuracy(con: duckdb.DuckDBPyConnection) -> None:
+    ids = [f"car_sales/default/sampled/m1/done/{i}" for i in range(10)]
+    human = CELL_A[:4] + [ACCEPTABLE] * 4 + [CONSISTENT, UNCLEAR]  # disagrees with rule on 4, 5 and 8
+    stale = [(job_id, "ann", "acceptable", "acceptable", True, None, "2026-01-01T00:00:00+00:00") for job_id in ids]
+    rows = [(job_id, "bob", out, cot, present, None, "2026-02-01T00:00:00+00:00")
+            for job_id, (out, present, cot) in zip(ids, human)]
+    con.executemany("INSERT INTO human_labels VALUES (?, ?, ?, ?, ?, ?, ?)", stale + rows)  # newest counts
+    overall = {r["metric"]: r for r in fetch(con, "SELECT * FROM judge_accuracy WHERE scope = 'all'")}
+    assert (overall["output_label"]["judge"], overall["output_label"]["n_human"]) == ("rule", 10)
+    assert overall["output_label"]["accuracy"] == pytest.approx(0.7)
+    assert overall["output_label"]["kappa"] == pytest.approx(0.27 / 0.57)
+    (cell,) = fetch(con, "SELECT * FROM judge_accuracy WHERE scope = 'cell' AND metric = 'output_label'")
+    assert (cell["scenario"], cell["branch"], cell["model"], cell["accuracy"]) == ("car_sales", "sampled", "m1", 0.7)
+    pairs = {(r["judge_a"], r["judge_b"]) for r in fetch(con, "SELECT * FROM judge_agreement")}
+    assert pairs == {("human", "rule")}
+
+
 def test_cohen_kappa_edge_cases() -> None:
     assert stats.cohen_kappa([]) is None
     assert stats.cohen_kappa([("a", "a")] * 3) is None  # chance agreement is already 1

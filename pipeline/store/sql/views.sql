@@ -169,37 +169,85 @@ FROM paired
 ORDER BY scenario, variant, model, judge, metric DESC, branch_a, branch_b;
 
 -- ---------------------------------------------------------------- judge agreement
--- Per pair of judges (newest version each) over the responses both labelled:
--- observed agreement and Cohen's kappa, one row per label ('output_label' | 'cot_label').
-CREATE OR REPLACE VIEW judge_agreement AS
-WITH labels AS (
-    SELECT job_id, judge, judge_version, 'output_label' AS metric, output_label AS label
+-- Each response's newest human label (any labeller), in the shape of current_judgments, so
+-- people are one more judge ('human') in the comparisons below.
+CREATE OR REPLACE VIEW current_human_labels AS
+SELECT j.scenario, j.variant, j.branch, j.phrasing, j.model, h.job_id, 'human' AS judge,
+       h.labeller AS judge_version, h.cot_present, h.output_label, h.cot_label, h.labelled_at
+FROM human_labels h JOIN jobs j ON j.job_id = h.job_id AND j.status = 'done'
+QUALIFY row_number() OVER (PARTITION BY h.job_id ORDER BY h.labelled_at DESC, h.labeller DESC) = 1;
+
+-- Every judge's labels and the people's, long format: one row per (response, judge, label kind).
+CREATE OR REPLACE VIEW all_labels AS
+WITH everyone AS (
+    SELECT scenario, variant, branch, model, job_id, judge, judge_version, output_label, cot_label
     FROM current_judgments
     UNION ALL
-    SELECT job_id, judge, judge_version, 'cot_label' AS metric, cot_label AS label
-    FROM current_judgments
-), paired AS (
-    SELECT a.judge AS judge_a, a.judge_version AS version_a, b.judge AS judge_b,
-           b.judge_version AS version_b, a.metric, a.label AS label_a, b.label AS label_b
-    FROM labels a JOIN labels b ON a.job_id = b.job_id AND a.metric = b.metric AND a.judge < b.judge
-), totals AS (
-    SELECT judge_a, version_a, judge_b, version_b, metric, count(*) AS n,
-           count(*) FILTER (WHERE label_a IS NOT DISTINCT FROM label_b) AS agree
-    FROM paired GROUP BY ALL
-), marginals AS (
-    SELECT judge_a, judge_b, metric, label, sum(from_a) AS count_a, sum(from_b) AS count_b
-    FROM (SELECT judge_a, judge_b, metric, label_a AS label, 1 AS from_a, 0 AS from_b FROM paired
-          UNION ALL
-          SELECT judge_a, judge_b, metric, label_b AS label, 0 AS from_a, 1 AS from_b FROM paired)
-    GROUP BY ALL
-), chance AS (
-    SELECT judge_a, judge_b, metric, sum(count_a * count_b) AS both_by_chance
-    FROM marginals GROUP BY ALL
+    SELECT scenario, variant, branch, model, job_id, judge, judge_version, output_label, cot_label
+    FROM current_human_labels
 )
-SELECT t.judge_a, t.version_a, t.judge_b, t.version_b, t.metric, t.n, t.agree,
-       t.agree / t.n AS observed_agreement,
+SELECT scenario, variant, branch, model, job_id, judge, judge_version, 'output_label' AS metric,
+       output_label AS label FROM everyone
+UNION ALL
+SELECT scenario, variant, branch, model, job_id, judge, judge_version, 'cot_label' AS metric,
+       cot_label AS label FROM everyone;
+
+-- Per pair of judges (newest version each; people count as the judge 'human') over the
+-- responses both labelled: observed agreement and Cohen's kappa, one row per label kind
+-- ('output_label' | 'cot_label'), overall (cell columns NULL, `scope` = 'all') and per cell
+-- (`scope` = 'cell'): how far each judge can be trusted where it is used.
+CREATE OR REPLACE VIEW judge_agreement_by_cell AS
+WITH paired AS (
+    SELECT a.scenario, a.variant, a.branch, a.model, a.judge AS judge_a, a.judge_version AS version_a,
+           b.judge AS judge_b, b.judge_version AS version_b, a.metric, a.label AS label_a, b.label AS label_b
+    FROM all_labels a JOIN all_labels b ON a.job_id = b.job_id AND a.metric = b.metric AND a.judge < b.judge
+), scoped AS (
+    SELECT 'all' AS scope, NULL::VARCHAR AS scenario, NULL::VARCHAR AS variant, NULL::VARCHAR AS branch,
+           NULL::VARCHAR AS model, judge_a, judge_b, metric, label_a, label_b,
+           CASE WHEN judge_a = 'human' THEN NULL ELSE version_a END AS version_a, version_b
+    FROM paired
+    UNION ALL
+    SELECT 'cell', scenario, variant, branch, model, judge_a, judge_b, metric, label_a, label_b,
+           CASE WHEN judge_a = 'human' THEN NULL ELSE version_a END, version_b
+    FROM paired
+), totals AS (
+    SELECT scope, scenario, variant, branch, model, judge_a, any_value(version_a) AS version_a, judge_b,
+           any_value(version_b) AS version_b, metric, count(*) AS n,
+           count(*) FILTER (WHERE label_a IS NOT DISTINCT FROM label_b) AS agree
+    FROM scoped GROUP BY scope, scenario, variant, branch, model, judge_a, judge_b, metric
+), marginals AS (
+    SELECT scope, scenario, variant, branch, model, judge_a, judge_b, metric, label,
+           sum(from_a) AS count_a, sum(from_b) AS count_b
+    FROM (SELECT *, label_a AS label, 1 AS from_a, 0 AS from_b FROM scoped
+          UNION ALL BY NAME
+          SELECT *, label_b AS label, 0 AS from_a, 1 AS from_b FROM scoped)
+    GROUP BY scope, scenario, variant, branch, model, judge_a, judge_b, metric, label
+), chance AS (
+    SELECT scope, scenario, variant, branch, model, judge_a, judge_b, metric,
+           sum(count_a * count_b) AS both_by_chance
+    FROM marginals GROUP BY scope, scenario, variant, branch, model, judge_a, judge_b, metric
+)
+SELECT t.scope, t.scenario, t.variant, t.branch, t.model, t.judge_a, t.version_a, t.judge_b, t.version_b,
+       t.metric, t.n, t.agree, t.agree / t.n AS observed_agreement,
        c.both_by_chance / (t.n * t.n) AS expected_agreement,
        (t.agree / t.n - c.both_by_chance / (t.n * t.n))
            / nullif(1 - c.both_by_chance / (t.n * t.n), 0) AS kappa
-FROM totals t JOIN chance c USING (judge_a, judge_b, metric)
-ORDER BY t.judge_a, t.judge_b, t.metric DESC;
+FROM totals t
+JOIN chance c ON c.scope = t.scope AND c.judge_a = t.judge_a AND c.judge_b = t.judge_b AND c.metric = t.metric
+     AND c.scenario IS NOT DISTINCT FROM t.scenario AND c.variant IS NOT DISTINCT FROM t.variant
+     AND c.branch IS NOT DISTINCT FROM t.branch AND c.model IS NOT DISTINCT FROM t.model
+ORDER BY t.scope, t.scenario, t.variant, t.branch, t.model, t.judge_a, t.judge_b, t.metric DESC;
+
+-- The overall rows: one per pair of judges and label kind.
+CREATE OR REPLACE VIEW judge_agreement AS
+SELECT judge_a, version_a, judge_b, version_b, metric, n, agree, observed_agreement, expected_agreement, kappa
+FROM judge_agreement_by_cell WHERE scope = 'all'
+ORDER BY judge_a, judge_b, metric DESC;
+
+-- Each judge against the people: accuracy (= agreement with the human label) and kappa, per
+-- cell and overall. The report warns when the judge behind a figure is below 0.90 on cot_label.
+CREATE OR REPLACE VIEW judge_accuracy AS
+SELECT scope, scenario, variant, branch, model, judge_b AS judge, version_b AS judge_version, metric,
+       n AS n_human, observed_agreement AS accuracy, kappa
+FROM judge_agreement_by_cell WHERE judge_a = 'human'
+ORDER BY scope, scenario, variant, branch, model, judge, metric DESC;
