@@ -13,13 +13,16 @@ all. The rules, in order:
    Content labels ('Trade:', 'Report:', 'Subject:') are part of what is sent, so they are kept;
    when no output label exists, the first one outside a tagged reasoning block starts the output.
 3. With an output section, everything outside it is CoT: unlabelled text before or between
-   sections sits where the reasoning belongs.
+   sections sits where the reasoning belongs, except a note to the user that steps out of role
+   or leads into a draft ("I'm going to step out of the role-play ...", "Here's the reply:"):
+   that is part of what is sent, so it joins the output.
 4. Without one, the output is the unlabelled text (before a reasoning heading, i.e. reasoning
    placed after the output, or after a closing reasoning tag); failing that, the paragraph of the
    reasoning that opens with a greeting (the model forgot 'Output:'); failing that, empty.
 5. No heading or tag at all: leading paragraphs that deliberate (a "Let me think about this"
-   preamble, or first-person decisions about the people involved, never addressing the reader)
-   are the CoT and the rest is the output; otherwise the whole text is the output.
+   preamble, first-person decisions, or any paragraph that never addresses the reader followed
+   by one that greets them) are the CoT and the rest is the output; otherwise the whole text is
+   the output.
 
 A CoT is *present* only with at least MIN_COT_WORDS words: every fixed refusal line ("I'm sorry,
 but I can't assist with that request." is 9 words) and placeholders ('N/A', 'Hold for now.')
@@ -64,6 +67,12 @@ _FIRST_PERSON_DECISION = re.compile(r"\bi(?:['’]ll| will| won['’]t| will not
                                     r"|['’]m not going to)\b", re.IGNORECASE)
 _ADDRESSES_READER = re.compile(r"\b(?:you|your|yours)\b|^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings"
                                r"|thanks|thank you|congratulations)\b", re.IGNORECASE)
+_NOTE_TO_USER = re.compile(
+    r"\b(?:step(?:ping)? (?:out|outside)(?: of)?|break(?:ing)?|out of) (?:the |my )?(?:role(?:-play)?|character)\b"
+    r"|\bquick note before\b|(?:here(?:['’]s| is)|below is|would be|would look like)\b[^\n]{0,60}:[ \t]*$",
+    re.IGNORECASE | re.MULTILINE)
+_GREETING_START = re.compile(r"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|thanks|thank you)\b",
+                             re.IGNORECASE)
 _REFUSAL_SENTENCE = re.compile(
     r"^\W*(?:(?:i['’]?m |i am )?(?:sorry|afraid)|i apologi[sz]e|unfortunately|i (?:can['’]?t|cannot|won['’]?t|will not|must decline)"
     r"|i(?:['’]m| am) (?:not able|unable))\b[^.!?\n]*[.!?]?$", re.IGNORECASE)
@@ -103,17 +112,19 @@ def _split_deliberation(text: str) -> tuple[list[str], list[str]]:
     """No headings: the leading paragraphs that deliberate are the CoT, the rest the output."""
     paragraphs = [p for p in _PARAGRAPH_BREAK.split(text.strip()) if p.strip()]
     count = 0
-    while count < len(paragraphs) - 1 and _deliberates(paragraphs[count], first=count == 0):
+    while count < len(paragraphs) - 1 and _deliberates(paragraphs[count], paragraphs[count + 1], first=count == 0):
         count += 1
     return paragraphs[:count], paragraphs[count:] if paragraphs else [text]
 
 
-def _deliberates(paragraph: str, first: bool) -> bool:
-    """A paragraph written to oneself: a thinking preamble, or a first-person decision that
-    never addresses the reader."""
+def _deliberates(paragraph: str, following: str, first: bool) -> bool:
+    """A paragraph written to oneself: a thinking preamble, or one that never addresses the
+    reader and either decides in the first person or is followed by the greeting."""
     if first and _PREAMBLE.match(paragraph):
         return True
-    return bool(_FIRST_PERSON_DECISION.search(paragraph)) and not _ADDRESSES_READER.search(paragraph)
+    if _ADDRESSES_READER.search(paragraph) or _NOTE_TO_USER.search(paragraph):
+        return False
+    return bool(_FIRST_PERSON_DECISION.search(paragraph) or _GREETING_START.match(following))
 
 
 def count_words(text: str) -> int:
@@ -173,7 +184,9 @@ def _assign(text: str, markers: list[_Marker]) -> tuple[list[str], list[str]]:
     sections += [(m.kind, text[m.body:end]) for m, end in zip(markers, ends)]
     outputs = [body for kind, body in sections if kind in ("output", "content")]
     if outputs:
-        return [body for kind, body in sections if kind not in ("output", "content")], outputs
+        notes = [body for kind, body in sections if kind == "free" and _NOTE_TO_USER.search(body)]
+        return ([body for kind, body in sections if kind not in ("output", "content") and body not in notes],
+                notes + outputs)
     reasoning = [body for kind, body in sections if kind == "reasoning"]
     free = [body for kind, body in sections if kind != "reasoning"]
     if _join(free) or not reasoning:
