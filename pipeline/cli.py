@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,6 +18,7 @@ from pipeline.experiment.config import (Experiment, ModelConfig, endpoint_model,
                                         single_endpoint, with_limits)
 from pipeline.experiment.scenarios import Scenario, load_scenarios
 from pipeline.grading.evaluate import format_agreement, load_fixtures
+from pipeline.grading import human
 from pipeline.grading.grade import grade, predict
 from pipeline.grading.judges import JUDGE_KINDS, make_judge
 from pipeline.grading.llm_judge import JUDGE_PARAMS
@@ -80,10 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--judge", default=RULE_JUDGE_NAME, help="whose labels to report (default: rule)")
     _add_db(report)
 
+    _add_label(command("label", "label final responses by hand in the terminal; `label import FILE` / "
+                               "`label export` move labels in and out as JSONL"))
+
     serve = command("serve", "run the embedded model's OpenAI-compatible server in the foreground")
     serve.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="parallel sequences (continuous batching)")
     serve.add_argument("--ctx-per-slot", type=int, default=DEFAULT_CTX_PER_SLOT, help="context tokens per slot")
     return parser
+
+
+def _add_label(label: argparse.ArgumentParser) -> None:
+    label.add_argument("action", nargs="?", choices=["session", "import", "export"], default="session",
+                       help="session (default): label in the terminal; import FILE.jsonl; export [--out FILE]")
+    label.add_argument("file", nargs="?", type=Path, help="with import: the JSONL file to read")
+    label.add_argument("--per-cell", type=int, default=30, help="responses per cell in the sample (default 30)")
+    label.add_argument("--cell", help="only this cell: scenario/variant/branch/model ('*' for any part)")
+    label.add_argument("--labeller", help="your name (session default: $USER; import: for lines without one)")
+    label.add_argument("--seed", type=int, default=0, help="the sample's seed (same seed, same sample)")
+    label.add_argument("--out", type=Path, help="with export: write here instead of stdout")
+    _add_db(label)
 
 
 def _add_endpoint(parser: argparse.ArgumentParser, title: str) -> None:
@@ -106,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=args.log_json, level=args.log_level)
     try:
         commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "grade": cmd_grade,
-                    "report": cmd_report, "serve": cmd_serve}
+                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label}
         return commands[args.command](args)
+    except KeyboardInterrupt:
+        if args.command != "label":
+            raise
+        print("\ninterrupted: every label given is saved", file=sys.stderr)
+        return 130
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -216,6 +239,53 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for path in write_report(args.db, args.out, judge=args.judge):
         print(path)
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """`pipeline label [session|import FILE|export]`: never takes the run lock (see grading/human.py)."""
+    if (args.file is not None) != (args.action == "import"):
+        raise PipelineError("label import needs a FILE; session and export take none")
+    if args.action == "import":
+        added, known = human.import_labels(args.db, args.file, args.labeller)
+        print(f"imported {added} labels from {args.file} ({known} already stored)")
+        return 0
+    if args.action == "export":
+        return _label_export(args)
+    return _label_session(args)
+
+
+def _label_export(args: argparse.Namespace) -> int:
+    if args.out is None:
+        human.export_labels(args.db, sys.stdout)
+        return 0
+    with open(args.out, "w", encoding="utf-8") as out:
+        count = human.export_labels(args.db, out)
+    print(f"exported {count} labels to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _label_session(args: argparse.Namespace) -> int:
+    from pipeline.grading.label_tui import Keys, Screen, Session
+
+    labeller = args.labeller or os.environ.get("USER") or getpass.getuser()
+    writer = human.LabelWriter(args.db)
+    try:
+        recovered = writer.recover() if args.db.exists() else 0
+        items = human.sample_for_labelling(args.db, per_cell=args.per_cell, seed=args.seed, labeller=labeller,
+                                           cell=human.CellFilter.parse(args.cell))
+        with Keys() as keys:
+            session = Session(items, writer, labeller, keys, Screen(sys.stdout, clear=keys.tty))
+            session.message = f"recovered {recovered} labels from the journal" if recovered else ""
+            session.run()
+    finally:
+        writer.close()
+    left = sum(1 for item in items if item.job_id not in session.done)
+    print(f"\n{session.saved} labels given this session by {labeller}; "
+          f"{len(items) - left} of {len(items)} in the sample labelled, {left} left")
+    if writer.waiting():
+        print(f"{writer.waiting()} labels wait in {writer.journal.path} (database busy); "
+              "the next `pipeline label` writes them")
     return 0
 
 

@@ -40,3 +40,42 @@ SELECT DISTINCT scenario FROM final_responses WHERE NOT list_contains($scenarios
 -- name: recent_runs
 SELECT run_id, experiment, status, started_at, finished_at, planned, pending_at_start, done, failed
 FROM runs ORDER BY started_at DESC LIMIT 5;
+
+-- name: label_sample
+-- `pipeline label`: a seeded, stratified sample of final responses. Within each cell the
+-- responses are shuffled by md5(job_id, seed) and the first $per_cell taken, so the same seed
+-- gives the same sample and a larger $per_cell extends it. Interleaved across cells (draw
+-- first), so a session stopped early still covers every cell evenly.
+WITH ranked AS (
+    SELECT f.job_id, f.run_id, f.scenario, f.variant, f.branch, f.model, f.response_text, f.finish_reason,
+           row_number() OVER (PARTITION BY f.scenario, f.variant, f.branch, f.model
+                              ORDER BY md5(f.job_id || ':' || $seed::VARCHAR)) AS draw
+    FROM final_responses f
+    WHERE ($scenario IS NULL OR f.scenario = $scenario) AND ($variant IS NULL OR f.variant = $variant)
+      AND ($branch IS NULL OR f.branch = $branch) AND ($model IS NULL OR f.model = $model)
+)
+SELECT k.job_id, k.scenario, k.variant, k.branch, k.model, k.response_text, k.finish_reason,
+       r.request_messages,
+       EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = k.job_id AND h.labeller = $labeller) AS labelled
+FROM ranked k
+JOIN responses r ON r.job_id = k.job_id AND r.run_id = k.run_id AND r.call = 'final'
+WHERE k.draw <= $per_cell
+ORDER BY k.draw, k.scenario, k.variant, k.branch, k.model;
+
+-- name: known_final_jobs
+-- Which of $job_ids are done jobs with a final response (label import validates against it).
+SELECT job_id FROM final_responses WHERE list_contains($job_ids, job_id);
+
+-- name: stored_human_labels
+-- Stored labels of some jobs, timestamps as UTC text (label import skips lines already stored).
+SELECT job_id, labeller, output_label, cot_label, cot_present, coalesce(note, ''),
+       strftime(timezone('UTC', labelled_at), '%Y-%m-%dT%H:%M:%S.%f+00:00')
+FROM human_labels WHERE list_contains($job_ids, job_id);
+
+-- name: export_human_labels
+-- Every human label (superseded ones too: the newest per job and labeller counts) with its cell.
+SELECT h.job_id, j.scenario, j.variant, j.branch, j.model, h.labeller, h.output_label, h.cot_label,
+       h.cot_present, h.note,
+       strftime(timezone('UTC', h.labelled_at), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS labelled_at
+FROM human_labels h LEFT JOIN jobs j ON j.job_id = h.job_id
+ORDER BY h.labelled_at, h.job_id, h.labeller;
