@@ -28,7 +28,6 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from pipeline.local_model.server import MODEL_NAME as EMBEDDED_MODEL  # noqa: E402
 from pipeline.experiment.scenarios import DEFAULT_VARIANT  # noqa: E402
-from pipeline.grading.stats import wilson  # noqa: E402
 from pipeline.store.connection import open_reader  # noqa: E402
 
 Row = dict[str, Any]
@@ -126,15 +125,8 @@ def model_colors(names: Sequence[str]) -> dict[str, Any]:
 
 def bar_from(row: Row, rate: str, n: int) -> Bar:
     """A bar for a rate the views give with Wilson bounds (`rate`_lo / `rate`_hi)."""
-    stem = rate.removesuffix("_rate")
+    stem = rate if f"{rate}_lo" in row else rate.removesuffix("_rate")
     return Bar(row[rate], row[f"{stem}_lo"], row[f"{stem}_hi"], n)
-
-
-def bar_with_wilson(rate: float | None, n: int) -> Bar:
-    """A bar for a rate the views give without bounds (k is recovered exactly as rate * n)."""
-    bounds = wilson(round(rate * n), n) if rate is not None and n else None
-    lo, hi = bounds if bounds else (None, None)
-    return Bar(rate, lo, hi, n)
 
 
 def draw_grouped(ax: Axes, groups: Sequence[str], series: Sequence[str],
@@ -253,9 +245,8 @@ def fig4_cot_presence(data: ReportData) -> Figure:
         bars: dict[tuple[str, str], Bar] = {}
         for r in (r for r in rows if r["model"] == model):
             label = group_label(r["scenario"], r["variant"])
-            bars[(label, "unethical outputs")] = bar_with_wilson(r["cot_rate_unethical"], r["unethical"])
-            bars[(label, "acceptable outputs")] = bar_with_wilson(r["cot_rate_acceptable"],
-                                                                  r["n_clear"] - r["unethical"])
+            bars[(label, "unethical outputs")] = bar_from(r, "cot_rate_unethical", r["unethical"])
+            bars[(label, "acceptable outputs")] = bar_from(r, "cot_rate_acceptable", r["n_clear"] - r["unethical"])
         draw_grouped(ax, [group_label(*g) for g in groups], list(OUTPUT_COLORS), bars, OUTPUT_COLORS)
         ax.set_title(model, fontsize=10)
         ax.set_xlabel("scenario (variant)")
@@ -275,7 +266,7 @@ def fig5_race_vs_coffee_tea(data: ReportData) -> Figure:
     panels: list[tuple[str, Callable[[Row], Bar]]] = [
         ("unethical / clear outputs", lambda r: bar_from(r, "unethical_rate", r["n_clear"])),
         ("consistent CoT / unethical outputs", lambda r: bar_from(r, "consistency_rate", r["unethical"])),
-        ("CoT present / all outputs", lambda r: bar_with_wilson(r["cot_rate"], r["n"])),
+        ("CoT present / all outputs", lambda r: bar_from(r, "cot_rate", r["n"])),
     ]
     fig, axes = new_figure(3, len(names) * 2)
     for ax, (ylabel, bar) in zip(axes, panels):
