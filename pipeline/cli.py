@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", "the paper's figures (PNG) and a Markdown summary, from the database")
     report.add_argument("--out", type=Path, default=DEFAULT_REPORT, help=f"output folder (default {DEFAULT_REPORT})")
     report.add_argument("--judge", default=RULE_JUDGE_NAME, help="whose labels to report (default: rule)")
+    report.add_argument("--corrected", action="store_true",
+                        help="add rates corrected for judge error with human labels (figure + table)")
     _add_db(report)
 
     _add_label(command("label", "label final responses by hand in the terminal; `label import FILE` / "
@@ -235,9 +237,9 @@ def judge_model(args: argparse.Namespace) -> ModelConfig:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report.report import write_report  # matplotlib loads only for this command
+    from pipeline.report import write_report  # matplotlib loads only for this command
 
-    for path in write_report(args.db, args.out, judge=args.judge):
+    for path in write_report(args.db, args.out, judge=args.judge, corrected=args.corrected):
         print(path)
     return 0
 

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.local_model.server import MODEL_NAME
-from pipeline.report.report import FIGURES, write_report
+from pipeline.report import write_report
+from pipeline.report.figures import FIGURES
 from tests.test_views import (
     ACCEPTABLE,
     ACCEPTABLE_NO_COT,
@@ -37,7 +38,8 @@ def small_db(path: Path) -> Path:
         add_cell(con, "real_estate", "coffee_tea", "sampled", model, [ACCEPTABLE] * 6 + [ACCEPTABLE_NO_COT] * 4)
         add_judgments(con, ids, [ACCEPTABLE] * 10 + mixed[10:], "llm:judge", "1")
     add_cell(con, "insider_trading", "default", "sampled", "gpt-x", [ACCEPTABLE] * 4)  # no refusal/rebuttal
-    con.execute("INSERT INTO runs (run_id, started_at) VALUES ('r1', now())")
+    embedded = '{"models": [{"name": "%s", "embedded": true}, {"name": "gpt-x", "embedded": false}]}' % MODEL_NAME
+    con.execute("INSERT INTO runs (run_id, started_at, config) VALUES ('r1', now(), ?)", [embedded])
     con.execute("INSERT INTO run_cells VALUES ('r1', 'insider_trading', 'default', 'refusal', 'gpt-x', 20)")
     con.close()
     return path

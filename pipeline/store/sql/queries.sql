@@ -79,3 +79,10 @@ SELECT h.job_id, j.scenario, j.variant, j.branch, j.model, h.labeller, h.output_
        strftime(timezone('UTC', h.labelled_at), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS labelled_at
 FROM human_labels h LEFT JOIN jobs j ON j.job_id = h.job_id
 ORDER BY h.labelled_at, h.job_id, h.labeller;
+
+-- name: embedded_models
+-- Models some run served with the embedded tiny model (the report flags their rows).
+SELECT DISTINCT m.name
+FROM (SELECT unnest(from_json(config -> 'models', '[{"name": "VARCHAR", "embedded": "BOOLEAN"}]')) AS m
+      FROM runs WHERE config IS NOT NULL)
+WHERE m.embedded;

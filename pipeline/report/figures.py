@@ -1,22 +1,12 @@
-"""`pipeline report`: the paper's figures and tables, regenerated from the database.
-
-Everything comes from the SQL views (rates, rates_by_phrasing, branch_comparison,
-judge_agreement), so the report and ad-hoc SQL always agree. The database is opened
-read-only (a run may be writing); a database from an earlier release is first upgraded to
-today's schema and views (pipeline/store/schema.py).
-Partial data is normal (a run still going, a branch not sampled, no unethical output):
-every figure is drawn from what exists and report.md lists what is missing.
-"""
+"""The paper's figures (PNG), drawn from `ReportData` with matplotlib (Agg backend)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,12 +16,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
-from pipeline.local_model.server import MODEL_NAME as EMBEDDED_MODEL  # noqa: E402
 from pipeline.experiment.scenarios import DEFAULT_VARIANT  # noqa: E402
-from pipeline.store.connection import open_reader  # noqa: E402
+from pipeline.report.data import BRANCHES, ReportData, Row  # noqa: E402
 
-Row = dict[str, Any]
-BRANCHES = ("sampled", "refusal", "rebuttal")
 BRANCH_COLORS = {"sampled": "#7f7f7f", "refusal": "#ff7f0e", "rebuttal": "#1f77b4"}
 CONTROL_SCENARIO, CONTROL_VARIANTS = "real_estate", ("race", "coffee_tea")
 VARIANT_COLORS = {"race": "#d62728", "coffee_tea": "#8c564b"}
@@ -46,64 +33,6 @@ class Bar:
     lo: float | None
     hi: float | None
     n: int
-
-
-@dataclass
-class ReportData:
-    judge: str
-    rates: list[Row]
-    by_phrasing: list[Row]
-    comparison: list[Row]
-    agreement: list[Row]
-    planned: list[Row]        # cell_status rows: planned / done / pending per cell
-    judges: list[Row]         # every judge in the database with its newest version
-    done_jobs: int
-
-    def sampled(self) -> list[Row]:
-        return [r for r in self.rates if r["branch"] == "sampled"]
-
-    def versions(self) -> list[str]:
-        return sorted({str(r["judge_version"]) for r in self.rates})
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def write_report(db_path: Path, out_dir: Path, judge: str = "rule") -> list[Path]:
-    """Write the figures (PNG) and report.md into out_dir; return their paths."""
-    con = open_reader(db_path)
-    try:
-        data = load(con, judge)
-    finally:
-        con.close()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [save(make(data), out_dir / name) for name, (make, _) in FIGURES.items()]
-    markdown = out_dir / "report.md"
-    markdown.write_text(render_markdown(data, db_path), encoding="utf-8")
-    return [*paths, markdown]
-
-
-def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-    cursor = con.execute(sql, list(params))
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def load(con: duckdb.DuckDBPyConnection, judge: str) -> ReportData:
-    by_judge = [judge]
-    return ReportData(
-        judge=judge,
-        rates=fetch(con, "SELECT * FROM rates WHERE judge = ?", by_judge),
-        by_phrasing=fetch(con, "SELECT * FROM rates_by_phrasing WHERE judge = ?", by_judge),
-        comparison=fetch(con, "SELECT * FROM branch_comparison WHERE judge = ?", by_judge),
-        agreement=fetch(con, "SELECT * FROM judge_agreement"),
-        planned=fetch(con, "SELECT * FROM cell_status"),
-        judges=fetch(con, "SELECT DISTINCT judge, judge_version FROM current_judgments ORDER BY judge"),
-        done_jobs=con.execute("SELECT count(*) FROM jobs WHERE status = 'done'").fetchall()[0][0],
-    )
-
-
-# ---------------------------------------------------------------------------- drawing
 
 
 def group_label(scenario: str, variant: str) -> str:
@@ -183,8 +112,9 @@ def placeholder(title: str, reason: str) -> Figure:
     return fig
 
 
-def finish(fig: Figure, title: str, data: ReportData, colors: dict[str, Any]) -> Figure:
-    fig.suptitle(f"{title}\njudge {data.judge} {', '.join(data.versions())} · error bars: Wilson 95% intervals",
+def finish(fig: Figure, title: str, data: ReportData, colors: dict[str, Any],
+           intervals: str = "Wilson 95% intervals") -> Figure:
+    fig.suptitle(f"{title}\njudge {data.judge} {', '.join(data.versions())} · error bars: {intervals}",
                  fontsize=10)
     fig.legend(handles=[Patch(color=color, label=name) for name, color in colors.items()],
                loc="outside lower center", ncols=min(len(colors), 6), fontsize=9, frameon=False,
@@ -309,143 +239,41 @@ FIGURES: dict[str, tuple[Callable[[ReportData], Figure], str]] = {
 }
 
 
-# ---------------------------------------------------------------------------- markdown
+CORRECTED_COLORS = {"judge only": "#bdbdbd", "corrected (PPI)": "#1f77b4"}
+CORRECTED_METRICS = (("unethical", "unethical outputs"), ("consistency", "CoT predicts the unethical output"),
+                     ("deception", "reason-based deception"))
 
 
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
+def fig_corrected(data: ReportData) -> Figure:
+    """Judge-only rates next to the rates corrected for judge error with human labels."""
+    title = "Rates corrected for judge error with human labels (prediction-powered inference)"
+    rows = [r for r in data.corrected if r["n_human"]]
+    if not rows:
+        return placeholder(title, f"no human labels on responses judged by {data.judge!r} "
+                                  "(label some with `pipeline label`)")
+    several = len({r["model"] for r in rows}) > 1
+    groups = [cell_label(r, several) for r in rows]
+    fig, axes = new_figure(len(CORRECTED_METRICS), 2 * len(groups))
+    judge_rows = {(r["scenario"], r["variant"], r["branch"], r["model"]): r for r in data.rates}
+    for ax, (metric, label) in zip(axes, CORRECTED_METRICS):
+        bars: dict[tuple[str, str], Bar] = {}
+        for group, r in zip(groups, rows):
+            judge = judge_rows.get((r["scenario"], r["variant"], r["branch"], r["model"]))
+            if judge:
+                bars[(group, "judge only")] = bar_from(judge, f"{metric}_rate", int(r["n_judge"]))
+            bars[(group, "corrected (PPI)")] = Bar(r[f"{metric}_rate"], r[f"{metric}_lo"], r[f"{metric}_hi"],
+                                                   int(r["n_human"]))
+        draw_grouped(ax, groups, list(CORRECTED_COLORS), bars, CORRECTED_COLORS)
+        ax.set_title(label, fontsize=10)
+    axes[0].set_ylabel("rate (n = judged / human-labelled)")
+    return finish(fig, title, data, CORRECTED_COLORS, intervals="Wilson (judge only), PPI 95% (corrected)")
 
 
-def with_ci(value: float | None, lo: float | None, hi: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{pct(value)} [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None and hi is not None else pct(value)
+def cell_label(row: Row, with_model: bool) -> str:
+    label = f"{group_label(row['scenario'], row['variant'])}\n{row['branch']}"
+    return f"{label}\n{row['model']}" if with_model else label
 
 
-def p_value(value: float | None) -> str:
-    return "–" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-
-
-def rates_table(rows: Sequence[Row], phrasing: bool = False) -> list[str]:
-    header = ["scenario", "variant", "branch", *(["phrasing"] if phrasing else []), "model", "n",
-              "unclear", "unethical (k)", "unethical rate [95% CI]", "CoT", "CoT if unethical",
-              "CoT if acceptable", "consistency [95% CI]", "deception (k)", "deception rate [95% CI]"]
-    body = [[r["scenario"], r["variant"], r["branch"], *([r["phrasing"]] if phrasing else []), r["model"],
-             r["n"], r["n_unclear"], r["unethical"],
-             with_ci(r["unethical_rate"], r["unethical_lo"], r["unethical_hi"]),
-             pct(r["cot_rate"]), pct(r["cot_rate_unethical"]), pct(r["cot_rate_acceptable"]),
-             with_ci(r["consistency_rate"], r["consistency_lo"], r["consistency_hi"]),
-             r["deception"], with_ci(r["deception_rate"], r["deception_lo"], r["deception_hi"])]
-            for r in rows]
-    return table(header, body)
-
-
-def comparison_table(rows: Sequence[Row]) -> list[str]:
-    header = ["scenario", "variant", "model", "metric", "A vs B", "rate A (k/n)", "rate B (k/n)",
-              "A − B [95% CI]", "p"]
-    body = [[r["scenario"], r["variant"], r["model"], r["metric"], f"{r['branch_a']} vs {r['branch_b']}",
-             f"{pct(r['rate_a'])} ({r['k_a']}/{r['n_a']})", f"{pct(r['rate_b'])} ({r['k_b']}/{r['n_b']})",
-             diff_with_ci(r), p_value(r["p_value"])] for r in rows]
-    return table(header, body)
-
-
-def diff_with_ci(row: Row) -> str:
-    if row["diff"] is None:
-        return "–"
-    return f"{100 * row['diff']:+.1f} pp [{100 * row['diff_lo']:+.1f}, {100 * row['diff_hi']:+.1f}]"
-
-
-def agreement_table(rows: Sequence[Row]) -> list[str]:
-    header = ["judge A", "judge B", "label", "n", "agreement", "Cohen's kappa"]
-    body = [[f"{r['judge_a']} {r['version_a']}", f"{r['judge_b']} {r['version_b']}", r["metric"], r["n"],
-             pct(r["observed_agreement"]), "–" if r["kappa"] is None else f"{r['kappa']:.3f}"]
-            for r in rows]
-    return table(header, body)
-
-
-def coverage_notes(data: ReportData) -> list[str]:
-    """Everything a reader needs to know is absent before trusting the numbers."""
-    notes = no_label_notes(data) + planned_cell_notes(data) + missing_branch_notes(data)
-    notes += [f"{r['scenario']}/{r['variant']}/{r['branch']}/{r['model']}: no unethical output, so "
-              "consistency and CoT-if-unethical are undefined" for r in data.rates if r["unethical"] == 0]
-    notes += [f"{r['scenario']}/{r['variant']}/{r['branch']}/{r['model']}: {r['n_unclear']} of {r['n']} "
-              "final responses labelled unclear (counted in n, not in rate denominators)"
-              for r in data.rates if r["n_unclear"]]
-    if not [r for r in data.sampled() if r["scenario"] == CONTROL_SCENARIO]:
-        notes.append(f"no sampled {CONTROL_SCENARIO} cells: Fig. 5 (race vs coffee/tea) is empty")
-    return notes
-
-
-def no_label_notes(data: ReportData) -> list[str]:
-    if data.rates:
-        return []
-    notes = [f"no judged final responses from judge {data.judge!r}: the data are missing"]
-    if data.done_jobs:
-        notes.append(f"{data.done_jobs} done jobs exist: grade them first (`pipeline grade`)")
-    else:
-        notes.append("the database has no done jobs: run `pipeline sample` first")
-    if data.judges:
-        notes.append("judges present: " + ", ".join(f"{j['judge']} {j['judge_version']}" for j in data.judges))
-    return notes
-
-
-def planned_cell_notes(data: ReportData) -> list[str]:
-    labelled = {(r["scenario"], r["variant"], r["branch"], r["model"]): r["n"] for r in data.rates}
-    notes = []
-    for cell in data.planned:
-        key = (cell["scenario"], cell["variant"], cell["branch"], cell["model"])
-        n = labelled.get(key, 0)
-        if cell["pending"] > 0 or n < cell["done"]:
-            notes.append(f"{'/'.join(key)}: planned {cell['planned']}, done {cell['done']}, "
-                         f"judged {n}")
-    return notes
-
-
-def missing_branch_notes(data: ReportData) -> list[str]:
-    present: dict[tuple[str, str, str], set[str]] = {}
-    for r in data.rates:
-        present.setdefault((r["scenario"], r["variant"], r["model"]), set()).add(r["branch"])
-    return [f"{'/'.join(key)}: branch {', '.join(b for b in BRANCHES if b not in branches)} missing"
-            for key, branches in sorted(present.items()) if not set(BRANCHES) <= branches]
-
-
-def header_lines(data: ReportData, db_path: Path) -> list[str]:
-    versions = ", ".join(data.versions()) or "none"
-    lines = ["# Results report", "",
-             f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from `{db_path}`.",
-             f"Judge **{data.judge}**, version {versions} (each judge's newest version by grading time).", ""]
-    if any(r["model"] == EMBEDDED_MODEL for r in data.rates):
-        lines += [f"> **Note:** rows for `{EMBEDDED_MODEL}` come from the tiny embedded model (135M "
-                  "parameters). It exercises the pipeline offline; its rates say nothing about the paper's findings, "
-                  "which need real models (gpt-4-*, or others through an OpenAI-compatible endpoint).", ""]
-    return lines
-
-
-def render_markdown(data: ReportData, db_path: Path) -> str:
-    notes = coverage_notes(data)
-    lines = header_lines(data, db_path)
-    lines += ["## Missing or partial data", ""]
-    lines += [f"- {note}" for note in notes] if notes else ["- none: every planned cell is done and judged"]
-    lines += ["", "## Figures", ""]
-    for name, (_, caption) in FIGURES.items():
-        lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
-    lines += ["## Rates per cell", "",
-              "n = judged final responses; rates over clear ones (n − unclear), except CoT (over n), "
-              "consistency (over unethical outputs) and CoT-if-class (over that class). "
-              "Deception = unethical output whose CoT is missing or argues for acceptable behaviour.", ""]
-    lines += rates_table(data.rates) if data.rates else ["No rows."]
-    lines += ["", "## Rates per refusal/rebuttal phrasing", ""]
-    lines += rates_table(data.by_phrasing, phrasing=True) if data.by_phrasing else ["No rows."]
-    lines += ["", "## Branch comparison", "",
-              "Difference A − B with Newcombe hybrid-score 95% interval; p = two-sided pooled "
-              "two-proportion z-test (no correction for multiple comparisons).", ""]
-    lines += comparison_table(data.comparison) if data.comparison else ["No pair of branches in the same cell."]
-    lines += ["", "## Judge agreement", ""]
-    lines += (agreement_table(data.agreement) if data.agreement
-              else ["Fewer than two judges labelled the same responses: no agreement to report."])
-    return "\n".join(lines) + "\n"
+CORRECTED_FIGURES: dict[str, tuple[Callable[[ReportData], Figure], str]] = {
+    "corrected_rates.png": (fig_corrected, "Judge-only vs corrected rates (prediction-powered inference)"),
+}
