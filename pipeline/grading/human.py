@@ -238,11 +238,17 @@ class LabelJournal:
             rows = self.rows()
             if rows:
                 store.write_batch([Outcome(rows={TABLE: rows})], recovering=True)
-            handle.truncate(0)
+            handle.truncate(0)   # never unlinked: another session may have it open, waiting
             os.fsync(handle.fileno())
-        if not rows:
-            self.path.unlink(missing_ok=True)
         return len(rows)
+
+
+class _QuietStore(Store):
+    """The store without its 'kept in memory' lock warning: a log line would tear the label
+    screen, and the screen says where a label went."""
+
+    def _warn_locked(self, waited: float) -> None:
+        return None
 
 
 class LabelWriter:
@@ -250,7 +256,7 @@ class LabelWriter:
 
     def __init__(self, db: Path, wait_s: float = DB_WAIT_S):
         self.journal = LabelJournal.for_db(db)
-        self.store = Store(db, lock_timeout_s=wait_s)
+        self.store = _QuietStore(db, lock_timeout_s=wait_s)
 
     def recover(self) -> int:
         """Import what an earlier session left in the journal; 0 if the database is busy."""
