@@ -14,11 +14,18 @@ import anyio
 import structlog
 
 from pipeline.errors import PipelineError
-from pipeline.experiment.config import (Experiment, ModelConfig, endpoint_model, load_experiment, override_limits,
-                                        single_endpoint, with_limits)
+from pipeline.experiment.config import (
+    Experiment,
+    ModelConfig,
+    endpoint_model,
+    load_experiment,
+    override_limits,
+    single_endpoint,
+    with_limits,
+)
 from pipeline.experiment.scenarios import Scenario, load_scenarios
-from pipeline.grading.evaluate import format_agreement, load_fixtures
 from pipeline.grading import human
+from pipeline.grading.evaluate import format_agreement, load_fixtures
 from pipeline.grading.grade import grade, predict
 from pipeline.grading.judges import JUDGE_KINDS, make_judge
 from pipeline.grading.llm_judge import JUDGE_PARAMS

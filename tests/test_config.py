@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.experiment.config import load_experiment, override_limits, single_endpoint
 from pipeline.errors import ConfigError
+from pipeline.experiment.config import load_experiment, override_limits, single_endpoint
 from tests.conftest import REPO, Workspace
 
 
@@ -54,8 +54,8 @@ def test_default_experiment_is_valid() -> None:
 
 
 def test_zero_concurrency_is_a_clear_error() -> None:
-    from pipeline.experiment.config import endpoint_model, with_limits
     from pipeline.errors import PipelineError
+    from pipeline.experiment.config import endpoint_model, with_limits
 
     model = endpoint_model(model="m", base_url="http://x/v1/", api_key_env=None, params={"temperature": 0})
     assert model.base_urls == ("http://x/v1",)

@@ -63,7 +63,7 @@ def test_chat_round_trip_then_server_is_gone() -> None:
 def test_server_stopped_when_body_raises() -> None:
     with pytest.raises(ZeroDivisionError), embedded_server(slots=1) as base_url:
         port = _port(base_url)
-        1 / 0
+        raise ZeroDivisionError("the body failed")
     assert _server_children() == []
     _assert_port_free(port)
 

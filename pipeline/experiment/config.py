@@ -124,7 +124,7 @@ def _load_variant_filter(doc: TomlFile, scenarios: list[Scenario]) -> dict[str, 
     table = doc.get(doc.data, "variants", "variants", dict, {})
     by_id = {s.id: s for s in scenarios}
     chosen: dict[str, list[str]] = {}
-    for scenario_id, names in table.items():
+    for scenario_id in table:
         where = f"variants.{scenario_id}"
         if scenario_id not in by_id:
             raise doc.error(where, f"no scenario {scenario_id!r} in this experiment")

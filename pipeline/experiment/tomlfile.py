@@ -21,7 +21,7 @@ class TomlFile:
         self.data = data
 
     @classmethod
-    def load(cls, path: Path) -> "TomlFile":
+    def load(cls, path: Path) -> TomlFile:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

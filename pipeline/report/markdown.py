@@ -4,12 +4,13 @@ can be trusted (agreement with people, corrected rates)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.report.data import BRANCHES, MIN_COT_ACCURACY, ReportData, Row
 from pipeline.report.figures import CONTROL_SCENARIO, FIGURES
+
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
@@ -116,7 +117,7 @@ def missing_branch_notes(data: ReportData) -> list[str]:
 def header_lines(data: ReportData, db_path: Path) -> list[str]:
     versions = ", ".join(data.versions()) or "none"
     lines = ["# Results report", "",
-             f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from `{db_path}`.",
+             f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from `{db_path}`.",
              f"Judge **{data.judge}**, version {versions} (each judge's newest version by grading time).", ""]
     embedded = sorted({r["model"] for r in data.rates} & set(data.embedded_models))
     if embedded:

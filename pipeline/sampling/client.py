@@ -6,7 +6,6 @@ what to do about it is `retry.decide`'s job.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,7 +65,7 @@ class ChatClient:
                 async with self._session.post(self._url, data=orjson.dumps(body), headers=headers) as response:
                     content = await response.read()
                     status, response_headers = response.status, response.headers
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             elapsed = time.monotonic() - started
             raise CallFailed(Failure(f"timeout ({type(exc).__name__}) after {elapsed:.1f} s")) from None
         except aiohttp.ClientError as exc:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pipeline.experiment.config import ModelConfig
-from pipeline.experiment.config import DEFAULT_MAX_TOKENS
+from pipeline.experiment.config import DEFAULT_MAX_TOKENS, ModelConfig
 from pipeline.sampling.lane import estimate_tokens
 from pipeline.sampling.plan import Cell, DoneIndex
 

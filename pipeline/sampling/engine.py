@@ -23,8 +23,8 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from pipeline.progress import Progress, ProgressReporter
-from pipeline.sampling.retry import EndpointError
 from pipeline.sampling.journal import Journal, Segment, read_segment
+from pipeline.sampling.retry import EndpointError
 from pipeline.store.writer import Outcome, RunCounters, Store
 
 log = structlog.get_logger()

@@ -11,9 +11,9 @@ from typing import Any
 
 import structlog
 
+from pipeline.experiment.scenarios import Message
 from pipeline.sampling.lane import CallOutcome, Lane
 from pipeline.sampling.plan import Job
-from pipeline.experiment.scenarios import Message
 from pipeline.store.writer import Outcome, utc_now
 
 log = structlog.get_logger()

@@ -44,7 +44,7 @@ class Cell:
         key = self.phrasing_keys[seed % len(self.phrasing_keys)]
         return hashlib.sha256(f"{key}:{seed}".encode()).hexdigest()[:JOB_ID_HEX]
 
-    def job(self, seed: int) -> "Job":
+    def job(self, seed: int) -> Job:
         return Job(self, seed, self.job_id(seed), self.phrasing(seed))
 
 
