@@ -4,7 +4,8 @@ DuckDB lets one process hold a file for writing, and then no other process may o
 all. So writers never keep the file open: each batch opens it, writes in one transaction and
 closes it, which leaves gaps in which `pipeline status`, `pipeline sql` or any DuckDB client
 can read. Both sides retry briefly when they meet the other's lock. `run_lock` keeps a second
-writing command (sample, grade, label import) off the same database.
+writing command (sample, grade) off the same database. Human labels (`pipeline label`, its
+import) never take it: they are short transactions that wait out a run's batches.
 """
 
 from __future__ import annotations
