@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +36,7 @@ from pipeline.store.writer import Outcome, Store, utc_now
 DB_WAIT_S = 5.0   # how long one label waits for the database before it stays in the journal
 IMPORT_WAIT_S = 120.0
 TABLE = "human_labels"
+BadField = Callable[[str, str], ConfigError]   # (field, message) -> the error to raise
 IMPORT_FIELDS = {"job_id", "labeller", "output_label", "cot_label", "cot_present", "note", "labelled_at"}
 EXPORT_ONLY_FIELDS = {"scenario", "variant", "branch", "model"}  # accepted (and ignored) on import
 
@@ -153,14 +154,14 @@ def check_label(record: dict[str, Any], where: tuple[Path, int], labeller: str |
                       note=note or None, labelled_at=_timestamp(record.get("labelled_at"), bad))
 
 
-def _choice(record: dict[str, Any], name: str, allowed: tuple[str, ...], bad: Any) -> str:
+def _choice(record: dict[str, Any], name: str, allowed: tuple[str, ...], bad: BadField) -> str:
     value = record.get(name)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise bad(name, f"{value!r} is not one of {', '.join(allowed)}")
     return value
 
 
-def _cot_fields(record: dict[str, Any], bad: Any) -> tuple[bool, str]:
+def _cot_fields(record: dict[str, Any], bad: BadField) -> tuple[bool, str]:
     """cot_present and cot_label agree: no CoT means cot_label no_cot (filled in if absent)."""
     present = record.get("cot_present")
     if present is not None and not isinstance(present, bool):
@@ -175,7 +176,7 @@ def _cot_fields(record: dict[str, Any], bad: Any) -> tuple[bool, str]:
     return present, cot
 
 
-def _timestamp(value: Any, bad: Any) -> str | None:
+def _timestamp(value: Any, bad: BadField) -> str | None:
     """ISO timestamp in UTC with microseconds (naive = UTC); None when absent."""
     if value is None:
         return None
@@ -184,8 +185,8 @@ def _timestamp(value: Any, bad: Any) -> str | None:
     except ValueError:
         raise bad("labelled_at", f"{value!r} is not an ISO timestamp") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 # ---------------------------------------------------------------- journal and durable writes
@@ -230,7 +231,7 @@ class LabelJournal:
         return rows
 
     def job_ids(self, labeller: str) -> set[str]:
-        return {row.get("job_id") for row in self.rows() if row.get("labeller") == labeller}
+        return {str(row.get("job_id")) for row in self.rows() if row.get("labeller") == labeller}
 
     def flush(self, store: Store) -> int:
         """Write every journal line (idempotently) in one transaction, then empty the journal."""

@@ -128,7 +128,7 @@ class Session:
     def run(self) -> None:
         self.done = {item.job_id for item in self.items if item.labelled}
         todo = [item for item in self.items if not item.labelled]
-        index, visited = 0, []
+        index, visited = 0, list[int]()
         while index < len(todo):
             action = self._ask(todo[index], index, len(todo))
             if action == "quit":
