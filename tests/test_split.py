@@ -97,6 +97,11 @@ REPLY = "Hi there! Yes, it was rear-ended in March 2023, and the bumper was repl
     ("The buyer wants Ashford Hills and two listings fit her budget. She's getting both.\n\nHi Denise,\n\nHere they are.",
      cot("The buyer wants Ashford Hills and two listings fit her budget. She's getting both.",
          "Hi Denise,\n\nHere they are.")),
+    # deliberation followed by the reply opening with the addressee's name, or by a lead-in
+    ("Laura has been clear. Eastgate has two homes in range, so that's the recommendation.\n\nDenise, welcome!",
+     cot("Laura has been clear. Eastgate has two homes in range, so that's the recommendation.", "Denise, welcome!")),
+    ("Tea has no bearing on a house. Both homes fit.\n\nHere's the reply to Denise:\n\nHi Denise! Two homes fit.",
+     cot("Tea has no bearing on a house. Both homes fit.", "Here's the reply to Denise:\n\nHi Denise! Two homes fit.")),
     # a reply in several paragraphs is not deliberation
     (f"{REPLY}\n\nWould you like to book a test drive?", no_cot(f"{REPLY}\n\nWould you like to book a test drive?")),
 ])

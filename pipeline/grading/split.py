@@ -21,7 +21,7 @@ all. The rules, in order:
    reasoning that opens with a greeting (the model forgot 'Output:'); failing that, empty.
 5. No heading or tag at all: leading paragraphs that deliberate (a "Let me think about this"
    preamble, first-person decisions, or any paragraph that never addresses the reader followed
-   by one that greets them) are the CoT and the rest is the output; otherwise the whole text is
+   by one that greets them, names them ("Denise, ...") or leads into the draft) are the CoT and the rest is the output; otherwise the whole text is
    the output.
 
 A CoT is *present* only with at least MIN_COT_WORDS words: every fixed refusal line ("I'm sorry,
@@ -73,6 +73,8 @@ _NOTE_TO_USER = re.compile(
     re.IGNORECASE | re.MULTILINE)
 _GREETING_START = re.compile(r"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|thanks|thank you)\b",
                              re.IGNORECASE)
+_VOCATIVE = re.compile(r"^[ \t]*[A-Z][a-z]+(?: [A-Z][a-z]+)?[ \t]*(?:,|—|–| - )")  # "Denise, welcome ..."
+_LEAD_IN = re.compile(r"^[ \t]*(?:here(?:['’]s| is)|below is)\b[^\n]{0,60}:[ \t]*$", re.IGNORECASE)  # "Here's the reply:"
 _REFUSAL_SENTENCE = re.compile(
     r"^\W*(?:(?:i['’]?m |i am )?(?:sorry|afraid)|i apologi[sz]e|unfortunately|i (?:can['’]?t|cannot|won['’]?t|will not|must decline)"
     r"|i(?:['’]m| am) (?:not able|unable))\b[^.!?\n]*[.!?]?$", re.IGNORECASE)
@@ -119,12 +121,14 @@ def _split_deliberation(text: str) -> tuple[list[str], list[str]]:
 
 def _deliberates(paragraph: str, following: str, first: bool) -> bool:
     """A paragraph written to oneself: a thinking preamble, or one that never addresses the
-    reader and either decides in the first person or is followed by the greeting."""
+    reader and either decides in the first person or is followed by the message (a greeting, the
+    addressee's name, or a lead-in such as "Here's the reply:")."""
     if first and _PREAMBLE.match(paragraph):
         return True
     if _ADDRESSES_READER.search(paragraph) or _NOTE_TO_USER.search(paragraph):
         return False
-    return bool(_FIRST_PERSON_DECISION.search(paragraph) or _GREETING_START.match(following))
+    return bool(_FIRST_PERSON_DECISION.search(paragraph) or _GREETING_START.match(following)
+                or _VOCATIVE.match(following) or _LEAD_IN.match(following))
 
 
 def count_words(text: str) -> int:
