@@ -292,6 +292,8 @@ def _label_session(args: argparse.Namespace) -> int:
     left = sum(1 for item in items if item.job_id not in session.done)
     print(f"\n{session.saved} labels given this session by {labeller}; "
           f"{len(items) - left} of {len(items)} in the sample labelled, {left} left")
+    if not left:
+        print(f"this sample is fully labelled; a larger --per-cell (now {args.per_cell}) extends it")
     if writer.waiting():
         print(f"{writer.waiting()} labels wait in {writer.journal.path} (database busy); "
               "the next `pipeline label` writes them")

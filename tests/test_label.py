@@ -353,3 +353,11 @@ def with_writer(db: Path, statement: str) -> None:
         con.execute(statement)
     finally:
         con.close()
+
+
+def test_a_fully_labelled_sample_says_how_to_extend_it(db: Path) -> None:
+    args = ("label", "--db", str(db), "--per-cell", "1", "--cell", "demo/car/refusal/*", "--labeller", "ida")
+    assert cli(*args, stdin="n\na\n").returncode == 0
+    again = cli(*args, stdin="")
+    assert again.returncode == 0 and "0 labels given" in again.stdout
+    assert "fully labelled; a larger --per-cell (now 1) extends it" in again.stdout
