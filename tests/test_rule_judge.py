@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.grading.rule_judge import judge_response
 from pipeline.experiment.scenarios import Scenario, load_scenario
+from pipeline.grading.rule_judge import judge_response
 from tests.conftest import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labelled" / "tune.jsonl"
@@ -19,13 +19,14 @@ VARIANTS = {"car_sales": {"default"}, "real_estate": {"race", "coffee_tea"}, "in
 # judge v3 they are tuned on like the rest (the untouched hold-out is heldout.jsonl, never read here).
 HELD_OUT = "_ho_"
 # Thresholds are regression guards, set a little under the current figures on the tuning set
-# (v4 on 245 fixtures: output 1.000, cot_present 1.000, cot_label 1.000); they are not estimates
-# of accuracy on unseen text (v3 scored cot_label 0.417 on the 48 *_t2_* fixtures before they
-# were tuned on; v4 scored the 24 *_t3_* ones, written after the v4 edits, as recorded in the
-# commit). 0.98 allows 4 output misses, 0.99 allows 2 presence misses, 0.98 allows 4 CoT misses.
+# (v4 on 269 fixtures: output 1.000, cot_present 1.000, cot_label 0.974); they are not estimates
+# of accuracy on unseen text: v3 scored cot_label 0.417 on the 48 *_t2_* fixtures before they were
+# tuned on, and v4 scored 0.708 (unclear on 5 of 21 clear CoTs) on the 24 *_t3_* ones, written
+# after the v4 edits and not tuned on (their 7 misses are still misses). 0.98 allows 5 output
+# misses, 0.99 allows 2 presence misses, 0.97 allows 8 CoT misses (7 now).
 MIN_OUTPUT_ACCURACY = 0.98
 MIN_COT_PRESENT_ACCURACY = 0.99
-MIN_COT_LABEL_ACCURACY = 0.98
+MIN_COT_LABEL_ACCURACY = 0.97
 
 
 @cache
