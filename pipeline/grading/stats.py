@@ -15,14 +15,17 @@ Z95 = 1.959963984540054  # two-sided 95% standard normal quantile
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval for k successes in n trials; None when n = 0."""
+    """Wilson score interval for k successes in n trials; None when n = 0. The bounds are
+    exactly 0 at k = 0 and exactly 1 at k = n (the formula reaches them only up to rounding)."""
     if n == 0:
         return None
     p = k / n
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     denominator = 1 + z * z / n
-    return max(0.0, (centre - spread) / denominator), min(1.0, (centre + spread) / denominator)
+    lo = 0.0 if k <= 0 else max(0.0, (centre - spread) / denominator)
+    hi = 1.0 if k >= n else min(1.0, (centre + spread) / denominator)
+    return lo, hi
 
 
 def newcombe_diff(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float] | None:

@@ -87,8 +87,10 @@ def draw_bar(ax: Axes, x: float, width: float, bar: Bar | None, color: Any, vert
         ax.hlines(0.004, x - width * 0.45, x + width * 0.45, colors=[color], linewidth=3)
     top = bar.rate
     if bar.lo is not None and bar.hi is not None:
-        ax.errorbar(x, bar.rate, yerr=[[bar.rate - bar.lo], [bar.hi - bar.rate]], fmt="none",
-                    ecolor="black", elinewidth=1, capsize=2)
+        # Clipped at 0: a bound a rounding error past its rate (or a corrected rate outside
+        # its interval) must not stop the report (matplotlib rejects negative yerr).
+        below, above = max(0.0, bar.rate - bar.lo), max(0.0, bar.hi - bar.rate)
+        ax.errorbar(x, bar.rate, yerr=[[below], [above]], fmt="none", ecolor="black", elinewidth=1, capsize=2)
         top = bar.hi
     ax.text(x, top + 0.015, f"n={bar.n}", ha="center", va="bottom", fontsize=7, rotation=rotation)
 
