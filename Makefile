@@ -23,7 +23,7 @@ lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install --quiet '.[dev]'
 	{ echo "# Exact versions the test suite passed with (Python 3.11). Regenerate with \`make lock\` after"; \
 	  echo "# changing dependencies in pyproject.toml, which keeps the honest ranges."; \
-	  .lockvenv/bin/pip freeze --exclude-editable | grep -v '^refusal-pipeline'; } > requirements.lock
+	  .lockvenv/bin/pip freeze --all --exclude-editable | grep -v -e '^refusal-pipeline' -e '^pip=='; } > requirements.lock
 	rm -rf .lockvenv
 
 lint: venv
