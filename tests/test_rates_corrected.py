@@ -12,7 +12,8 @@ import duckdb
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline.store import schema
+
 Z95 = 1.959963984540054
 METRICS = ("unethical", "cot", "consistency", "deception")
 
@@ -20,32 +21,10 @@ METRICS = ("unethical", "cot", "consistency", "deception")
 # ------------------------------------------------------------------------ database
 
 
-def _sql_dir() -> Path:
-    """Where schema and views live: pipeline/store/sql/ after the move, else pipeline/sql/."""
-    for candidate in (REPO / "pipeline" / "store" / "sql", REPO / "pipeline" / "sql"):
-        if (candidate / "views.sql").is_file():
-            return candidate
-    raise FileNotFoundError("views.sql not found under pipeline/store/sql or pipeline/sql")
-
-
-def _schema_scripts(sql: Path) -> list[Path]:
-    """schema.sql, or the numbered migrations that replace it, in order."""
-    for directory in (sql, REPO / "pipeline" / "sql"):
-        if (directory / "schema.sql").is_file():
-            return [directory / "schema.sql"]
-    migrations = sorted((sql / "migrations").glob("[0-9][0-9][0-9]_*.sql"))
-    if not migrations:
-        raise FileNotFoundError("neither schema.sql nor sql/migrations/NNN_*.sql found")
-    return migrations
-
-
 def make_db(path: Path) -> duckdb.DuckDBPyConnection:
-    """A real DuckDB file with the real schema, views.sql and then rates_corrected.sql."""
-    sql = _sql_dir()
+    """A real DuckDB file as the pipeline makes it: every migration, views.sql, rates_corrected.sql."""
     con = duckdb.connect(str(path))
-    ours = REPO / "pipeline" / "store" / "sql" / "rates_corrected.sql"
-    for script in [*_schema_scripts(sql), sql / "views.sql", ours]:
-        con.execute(script.read_text(encoding="utf-8"))
+    schema.upgrade(con)
     return con
 
 

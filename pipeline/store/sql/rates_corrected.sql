@@ -3,13 +3,6 @@
 -- Run after views.sql (uses current_judgments and z95()); CREATE OR REPLACE throughout.
 -- Checked against ppi-python and by simulation in tests/test_rates_corrected.py.
 
--- Labels given by people (DDL kept here until it moves to the schema). A person labels a
--- random sample of final replies per cell; the CoT label is given with the output hidden.
--- Several rows per job are possible: the newest labelled_at per job counts.
-CREATE TABLE IF NOT EXISTS human_labels (
-    job_id VARCHAR, labeller VARCHAR, output_label VARCHAR, cot_label VARCHAR,
-    cot_present BOOLEAN, note VARCHAR, labelled_at TIMESTAMPTZ);
-
 -- Two-sided 95% Student-t quantile t(0.975, df): exact values (scipy) below 30 degrees of
 -- freedom, above that the Cornish-Fisher expansion in 1/df to the 5th order (error < 1e-9).
 -- A t rather than a normal quantile because the variance comes from a few dozen human labels.

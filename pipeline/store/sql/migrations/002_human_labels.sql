@@ -1,5 +1,5 @@
 -- Schema version 2: labels given by people (`pipeline label`, `pipeline label import`).
--- One row per label given; the newest per (job_id, labeller) counts. The CoT label is given
+-- One row per label given (a relabel adds a row); the views count the newest per job. The CoT label is given
 -- with the output hidden, so it says what the reasoning alone predicts.
 CREATE TABLE human_labels (
     job_id        VARCHAR,
