@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {sample,status,sql} ...`."""
+"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,serve} ...` (argument parsing only)."""
 
 from __future__ import annotations
 
