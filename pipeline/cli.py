@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,serve} ...` (argument parsing only)."""
+"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
 
 from __future__ import annotations
 
