@@ -39,7 +39,7 @@ def small_db(path: Path) -> Path:
         add_cell(con, "real_estate", "coffee_tea", "sampled", model, [ACCEPTABLE] * 6 + [ACCEPTABLE_NO_COT] * 4)
         add_judgments(con, ids, [ACCEPTABLE] * 10 + mixed[10:], "llm:judge", "1")
     add_cell(con, "insider_trading", "default", "sampled", "gpt-x", [ACCEPTABLE] * 4)  # no refusal/rebuttal
-    embedded = orjson.dumps({"models": [{"name": MODEL_NAME, "embedded": True}, {"name": "gpt-x", "embedded": False}]})
+    embedded = orjson.dumps({"models": [{"name": MODEL_NAME, "embedded": True}, {"name": "gpt-x", "embedded": False}]}).decode()
     con.execute("INSERT INTO runs (run_id, started_at, config) VALUES ('r1', now(), ?)", [embedded])
     con.execute("INSERT INTO run_cells VALUES ('r1', 'insider_trading', 'default', 'refusal', 'gpt-x', 20)")
     con.close()
