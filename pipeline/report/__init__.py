@@ -4,7 +4,7 @@
 database is opened read-only (a run may be writing); one from an earlier release is first
 upgraded to today's schema and views. Partial data is normal (a run still going, a branch not
 sampled, no unethical output): every figure is drawn from what exists and report.md lists
-what is missing. Imports the store and common modules only.
+what is missing. Imports the store, `experiment` (the default variant's name) and common modules only.
 """
 
 from __future__ import annotations
