@@ -1,7 +1,7 @@
 -- Views that turn judgments into the paper's rates, with 95% confidence intervals.
 -- Re-created (CREATE OR REPLACE) whenever this file changes: pipeline/store/schema.py keeps
 -- its hash in meta.views_hash and re-runs it at the next open of an older database.
--- Plain-Python twins of the macros live in pipeline/stats.py; tests cross-check them.
+-- Plain-Python twins of the macros live in pipeline/grading/stats.py; tests cross-check them.
 
 -- ---------------------------------------------------------------- statistics macros
 CREATE OR REPLACE MACRO z95() AS 1.959963984540054::DOUBLE;
