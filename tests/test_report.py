@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -93,3 +94,36 @@ def test_report_from_empty_database(tmp_path: Path) -> None:
 def test_report_needs_an_existing_database(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="no such database"):
         write_report(tmp_path / "absent.duckdb", tmp_path / "out")
+
+
+def test_report_corrected_with_human_labels(tmp_path: Path) -> None:
+    """People label half of each sampled car_sales cell; where they disagree with the rule judge the
+    corrected rate moves away from the judge's, and the report says how far the judge is trusted."""
+    db = small_db(tmp_path / "r.duckdb")
+    con = duckdb.connect(str(db))
+    rows = con.execute("SELECT job_id, output_label, cot_label, cot_present FROM judgments "
+                       "WHERE judge = 'rule' AND job_id LIKE 'car_sales/default/sampled/%' ORDER BY job_id").fetchall()
+    labels = []
+    for index, (job_id, output, cot, present) in enumerate(rows):
+        if index % 2:
+            continue
+        if output == "unethical":  # the people see consistency where the judge saw none
+            cot, present = "unethical", True
+        labels.append((job_id, "ann", output, cot, present, None, "2026-11-01T00:00:00+00:00"))
+    con.executemany("INSERT INTO human_labels VALUES (?, ?, ?, ?, ?, ?, ?)", labels)
+    con.close()
+    out = tmp_path / "report"
+    paths = write_report(db, out, corrected=True)
+    assert (out / "corrected_rates.png").stat().st_size > MIN_PNG_BYTES
+    assert out / "corrected_rates.png" in paths
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Rates corrected for judge error" in markdown
+    assert "| car_sales | default | sampled | gpt-x | 20 | 10 |" in markdown
+    assert "no human labels" in markdown  # the refusal cells: nothing to correct with, said so
+    assert "agrees with people on the CoT label for only" in markdown  # judge below 0.90 -> warning
+
+
+def test_report_says_when_the_judge_was_never_checked(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    markdown = assert_outputs(write_report(small_db(tmp_path / "r.duckdb"), out), out)
+    assert "Judge not checked against people" in markdown
