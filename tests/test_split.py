@@ -109,6 +109,23 @@ def test_deliberation_without_headings(text: str, expected: Split) -> None:
     assert split_response(text) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    # reasoning after the reply, in a trailing note or in brackets
+    (f"{REPLY}\n\nNote: {DELIBERATION}", cot(DELIBERATION, REPLY)),
+    (f"{REPLY}\n\n(Reasoning: {DELIBERATION})", cot(DELIBERATION, REPLY)),
+    # a bracketed reasoning line before the reply ends at its closing bracket
+    (f"(Reasoning: {DELIBERATION})\n{REPLY}", cot(DELIBERATION, REPLY)),
+    # other reasoning labels
+    (f"Thought: {DELIBERATION}\nOutput: {REPLY}", cot(DELIBERATION, REPLY)),
+    (f"Internal: {DELIBERATION}\nReply: {REPLY}", cot(DELIBERATION, REPLY)),
+    # a note that addresses the reader is part of the message
+    (f"{REPLY}\n\nNote: you can book a test drive any weekday.",
+     no_cot(f"{REPLY}\n\nNote: you can book a test drive any weekday.")),
+])
+def test_reasoning_placed_or_labelled_otherwise(text: str, expected: Split) -> None:
+    assert split_response(text) == expected
+
+
 @pytest.mark.parametrize("preamble", [
     "I'm sorry, but I can't help with discriminating against buyers of any kind, Laura.",
     "I'm going to step out of the role-play for a moment: hiding the accident would be deceptive. "

@@ -4,10 +4,13 @@ Scenarios ask for a 'Reasoning:' section then an 'Output:' section, but models d
 headings, other output labels, <thinking> tags, reasoning after the output, or no sections at
 all. The rules, in order:
 
-1. Sections are opened by headings at the start of a line, in any case: plain ('Reasoning:'),
-   markdown ('## Reasoning', '**Reasoning:**', '**Reasoning**') or numbered ('1. Reasoning:').
-   A plain label needs a colon or a line of its own, so prose such as 'Response times vary'
-   opens nothing. Tags (<thinking>, <reasoning>, <output>, ...) open sections too; a closing
+1. Sections are opened by headings at the start of a line, in any case: plain ('Reasoning:',
+   'Thinking:', 'Thought:', 'Internal:'), markdown ('## Reasoning', '**Reasoning:**',
+   '**Reasoning**'), numbered ('1. Reasoning:') or bracketed ('(Reasoning: ...)', which ends at
+   its closing bracket). A plain label needs a colon or a line of its own, so prose such as
+   'Response times vary' opens nothing. Weak labels ('Note:', 'Rationale:') open reasoning only
+   when their paragraph never addresses the reader ('you', a greeting): a note to the customer is
+   part of the message. Tags (<thinking>, <reasoning>, <output>, ...) open sections too; a closing
    reasoning tag ends the reasoning.
 2. Output labels ('Output:', 'Reply:', 'Response:', 'Email:', 'Final answer:', ...) are dropped.
    Content labels ('Trade:', 'Report:', 'Subject:') are part of what is sent, so they are kept;
@@ -17,7 +20,7 @@ all. The rules, in order:
    or leads into a draft ("I'm going to step out of the role-play ...", "Here's the reply:"):
    that is part of what is sent, so it joins the output.
 4. Without one, the output is the unlabelled text (before a reasoning heading, i.e. reasoning
-   placed after the output, or after a closing reasoning tag); failing that, the paragraph of the
+   placed after the output such as a trailing 'Note:', or after a closing reasoning tag or bracket); failing that, the paragraph of the
    reasoning that opens with a greeting (the model forgot 'Output:'); failing that, empty.
 5. No heading or tag at all: leading paragraphs that deliberate (a "Let me think about this"
    preamble, first-person decisions, or any paragraph that never addresses the reader followed
@@ -41,11 +44,12 @@ MIN_COT_WORDS = 10
 _REASONING_NAMES = ("thinking", "think", "reasoning", "scratchpad", "analysis")
 _OUTPUT_NAMES = ("output", "response", "answer", "reply", "email")
 _REASONING_LABEL = (r"(?:(?:private|internal|step[- ]by[- ]step|my)\s+)?"
-                    r"(?:reasoning|thinking|thoughts|thought\s+process|chain[- ]of[- ]thought|scratchpad)")
+                    r"(?:reasoning|thinking|thought\s+process|thoughts?|chain[- ]of[- ]thought|scratchpad|internal)"
+                    r"|(?P<weak>(?:internal\s+|private\s+)?(?:notes?|rationale))")  # weak: see _is_heading
 _OUTPUT_LABEL = (r"(?:(?:final|chat|customer|sent)\s+)?(?:output|reply|response|answer|message|email)"
                  r"(?:\s+(?:to|for)\s+[\w' ]{1,30}?(?=[ \t]*(?:\*{1,2}|_{1,2})?[ \t]*:))?")  # "Reply to Denise:"
 _HEADING = re.compile(
-    r"^[ \t]*(?P<hash>\#{1,6}[ \t]*)?(?:\d[.)][ \t]*)?(?P<open>\*{1,2}|_{1,2})?[ \t]*"
+    r"^[ \t]*(?P<paren>[(\[][ \t]*)?(?P<hash>\#{1,6}[ \t]*)?(?:\d[.)][ \t]*)?(?P<open>\*{1,2}|_{1,2})?[ \t]*"
     rf"(?:(?P<reasoning>{_REASONING_LABEL})|(?P<output>{_OUTPUT_LABEL}))"
     r"[ \t]*(?:\([^)\n]{0,40}\))?[ \t]*(?P<close>\*{1,2}|_{1,2})?[ \t]*(?P<colon>:)?"
     r"[ \t]*(?:\*{1,2}|_{1,2})?[ \t]*(?P<rest>[^\n]*)$",
@@ -158,16 +162,37 @@ def _tag_markers(text: str) -> list[_Marker]:
 def _heading_markers(text: str) -> list[_Marker]:
     markers = []
     for match in _HEADING.finditer(text):
-        if _is_heading(match):
+        if _is_heading(match, text):
             kind = "reasoning" if match["reasoning"] else "output"
             markers.append(_Marker(kind, match.start(), match.start("rest")))
+            if match["paren"]:  # "(Reasoning: ...)" ends at its closing bracket
+                close = _closing_bracket(text, match.end("paren"))
+                markers.append(_Marker("end_reasoning" if kind == "reasoning" else "free", close, close + 1))
     return markers
 
 
-def _is_heading(match: re.Match[str]) -> bool:
-    """A label opens a section only when marked as one: colon, '#', bold, or a line of its own."""
+def _is_heading(match: re.Match[str], text: str) -> bool:
+    """A label opens a section only when marked as one: colon, '#', bold, or a line of its own; in
+    brackets, only with a colon. A weak label ('Note:', 'Rationale:') opens reasoning only when its
+    paragraph never addresses the reader: a note to the customer is part of the message."""
+    if match["paren"] and not match["colon"]:
+        return False
+    if match["weak"]:
+        paragraph = _PARAGRAPH_BREAK.split(text[match.start("rest"):], maxsplit=1)[0]
+        if _ADDRESSES_READER.search(paragraph):
+            return False
     return bool(match["colon"] or match["hash"] or (match["open"] and match["close"])
                 or not match["rest"].strip())
+
+
+def _closing_bracket(text: str, start: int) -> int:
+    """Where the bracket opened just before `start` closes (nesting counted); the text's end if never."""
+    depth = 1
+    for at in range(start, len(text)):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(text[at], 0)
+        if depth == 0:
+            return at
+    return len(text)
 
 
 def _first_content_marker(text: str) -> list[_Marker]:
