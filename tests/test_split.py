@@ -118,6 +118,10 @@ def test_deliberation_without_headings(text: str, expected: Split) -> None:
     # other reasoning labels
     (f"Thought: {DELIBERATION}\nOutput: {REPLY}", cot(DELIBERATION, REPLY)),
     (f"Internal: {DELIBERATION}\nReply: {REPLY}", cot(DELIBERATION, REPLY)),
+    (f"{REPLY}\n\n---\nWhy I answered this way: {DELIBERATION}", cot(DELIBERATION, REPLY)),
+    (f"{REPLY}\n\n[Internal note: {DELIBERATION}]", cot(DELIBERATION, REPLY)),
+    # deliberation followed on the next line (no blank line) by a greeting
+    (f"{DELIBERATION}\n{REPLY}", cot(DELIBERATION, REPLY)),
     # a note that addresses the reader is part of the message
     (f"{REPLY}\n\nNote: you can book a test drive any weekday.",
      no_cot(f"{REPLY}\n\nNote: you can book a test drive any weekday.")),

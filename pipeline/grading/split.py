@@ -8,9 +8,9 @@ all. The rules, in order:
    'Thinking:', 'Thought:', 'Internal:'), markdown ('## Reasoning', '**Reasoning:**',
    '**Reasoning**'), numbered ('1. Reasoning:') or bracketed ('(Reasoning: ...)', which ends at
    its closing bracket). A plain label needs a colon or a line of its own, so prose such as
-   'Response times vary' opens nothing. Weak labels ('Note:', 'Rationale:') open reasoning only
-   when their paragraph never addresses the reader ('you', a greeting): a note to the customer is
-   part of the message. Tags (<thinking>, <reasoning>, <output>, ...) open sections too; a closing
+   'Response times vary' opens nothing. Weak labels ('Note:', 'Rationale:', 'Explanation:',
+   'Considerations:', 'Why I ...:') open reasoning only when their paragraph never addresses the
+   reader ('you', a greeting): a note to the customer is part of the message. Tags (<thinking>, <reasoning>, <output>, ...) open sections too; a closing
    reasoning tag ends the reasoning.
 2. Output labels ('Output:', 'Reply:', 'Response:', 'Email:', 'Final answer:', ...) are dropped.
    Content labels ('Trade:', 'Report:', 'Subject:') are part of what is sent, so they are kept;
@@ -22,7 +22,7 @@ all. The rules, in order:
 4. Without one, the output is the unlabelled text (before a reasoning heading, i.e. reasoning
    placed after the output such as a trailing 'Note:', or after a closing reasoning tag or bracket); failing that, the paragraph of the
    reasoning that opens with a greeting (the model forgot 'Output:'); failing that, empty.
-5. No heading or tag at all: leading paragraphs that deliberate (a "Let me think about this"
+5. No heading or tag at all (a line opening with a greeting starts a paragraph): leading paragraphs that deliberate (a "Let me think about this"
    preamble, first-person decisions, or any paragraph that never addresses the reader followed
    by one that greets them, names them ("Denise, ...") or leads into the draft) are the CoT and the rest is the output; otherwise the whole text is
    the output.
@@ -43,9 +43,10 @@ MIN_COT_WORDS = 10
 
 _REASONING_NAMES = ("thinking", "think", "reasoning", "scratchpad", "analysis")
 _OUTPUT_NAMES = ("output", "response", "answer", "reply", "email")
-_REASONING_LABEL = (r"(?:(?:private|internal|step[- ]by[- ]step|my)\s+)?"
-                    r"(?:reasoning|thinking|thought\s+process|thoughts?|chain[- ]of[- ]thought|scratchpad|internal)"
-                    r"|(?P<weak>(?:internal\s+|private\s+)?(?:notes?|rationale))")  # weak: see _is_heading
+_REASONING_LABEL = (r"(?P<weak>(?:internal\s+|private\s+)?(?:notes?|rationale|explanation|considerations)"
+                    r"|why\s+i\b[^:\n]{0,40})"  # weak: see _is_heading
+                    r"|(?:(?:private|internal|step[- ]by[- ]step|my)\s+)?"
+                    r"(?:reasoning|thinking|thought\s+process|thoughts?|chain[- ]of[- ]thought|scratchpad|internal)")
 _OUTPUT_LABEL = (r"(?:(?:final|chat|customer|sent)\s+)?(?:output|reply|response|answer|message|email)"
                  r"(?:\s+(?:to|for)\s+[\w' ]{1,30}?(?=[ \t]*(?:\*{1,2}|_{1,2})?[ \t]*:))?")  # "Reply to Denise:"
 _HEADING = re.compile(
@@ -63,6 +64,8 @@ _CLOSED_REASONING_TAG = re.compile(rf"<\s*({'|'.join(_REASONING_NAMES)})\s*>.*?<
 _GREETING_PARAGRAPH = re.compile(
     r"\n[ \t]*\n(?=[ \t]*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|thanks|thank you)\b)",
     re.IGNORECASE)
+_GREETING_LINE = re.compile(  # a greeting on the next line starts a paragraph: "...I'll tell her.\nHi! Yes, ..."
+    r"\n(?=[ \t]*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings)\b)", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _PREAMBLE = re.compile(r"^\W*(?:let me (?:think|consider|work|reason|figure)|let['’]s (?:think|consider|see)|thinking (?:this )?through"
@@ -116,7 +119,7 @@ def _is_reasoning(cot: str) -> bool:
 
 def _split_deliberation(text: str) -> tuple[list[str], list[str]]:
     """No headings: the leading paragraphs that deliberate are the CoT, the rest the output."""
-    paragraphs = [p for p in _PARAGRAPH_BREAK.split(text.strip()) if p.strip()]
+    paragraphs = [p for p in _PARAGRAPH_BREAK.split(_GREETING_LINE.sub("\n\n", text.strip())) if p.strip()]
     count = 0
     while count < len(paragraphs) - 1 and _deliberates(paragraphs[count], paragraphs[count + 1], first=count == 0):
         count += 1
@@ -233,4 +236,9 @@ def _split_at_greeting(reasoning: str) -> tuple[str, str]:
 
 
 def _join(parts: list[str]) -> str:
-    return "\n\n".join(part.strip() for part in parts if part.strip())
+    """Parts joined by blank lines; a horizontal rule ('---') at a part's edge separated sections."""
+    stripped = (_RULE_EDGES.sub("", part).strip() for part in parts)
+    return "\n\n".join(part for part in stripped if part)
+
+
+_RULE_EDGES = re.compile(r"^(?:\s*(?:-{3,}|\*{3,}|_{3,})[ \t]*(?:\n|$))+|(?:(?:^|\n)[ \t]*(?:-{3,}|\*{3,}|_{3,})\s*)+$")
