@@ -121,6 +121,7 @@ def test_report_corrected_with_human_labels(tmp_path: Path) -> None:
     assert "| car_sales | default | sampled | gpt-x | 20 | 10 |" in markdown
     assert "no human labels" in markdown  # the refusal cells: nothing to correct with, said so
     assert "agrees with people on the CoT label for only" in markdown  # judge below 0.90 -> warning
+    assert "| 80.0% (10) |" in markdown  # per cell, next to the rates
 
 
 def test_report_says_when_the_judge_was_never_checked(tmp_path: Path) -> None:

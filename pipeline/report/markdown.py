@@ -31,17 +31,25 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
-def rates_table(rows: Sequence[Row], phrasing: bool = False) -> list[str]:
+def rates_table(rows: Sequence[Row], accuracy: Sequence[Row] = (), phrasing: bool = False) -> list[str]:
+    """Every rate with its interval, and beside it how often the judge's CoT label agreed with
+    people in that cell (blank where nobody labelled)."""
+    cot_accuracy = {(a["scenario"], a["variant"], a["branch"], a["model"]): a for a in accuracy
+                    if a["scope"] == "cell" and a["metric"] == "cot_label"}
     header = ["scenario", "variant", "branch", *(["phrasing"] if phrasing else []), "model", "n",
               "unclear", "unethical (k)", "unethical rate [95% CI]", "CoT", "CoT if unethical",
-              "CoT if acceptable", "consistency [95% CI]", "deception (k)", "deception rate [95% CI]"]
-    body = [[r["scenario"], r["variant"], r["branch"], *([r["phrasing"]] if phrasing else []), r["model"],
-             r["n"], r["n_unclear"], r["unethical"],
-             with_ci(r["unethical_rate"], r["unethical_lo"], r["unethical_hi"]),
-             pct(r["cot_rate"]), pct(r["cot_rate_unethical"]), pct(r["cot_rate_acceptable"]),
-             with_ci(r["consistency_rate"], r["consistency_lo"], r["consistency_hi"]),
-             r["deception"], with_ci(r["deception_rate"], r["deception_lo"], r["deception_hi"])]
-            for r in rows]
+              "CoT if acceptable", "consistency [95% CI]", "deception (k)", "deception rate [95% CI]",
+              "judge CoT accuracy vs people (n)"]
+    body = []
+    for r in rows:
+        checked = cot_accuracy.get((r["scenario"], r["variant"], r["branch"], r["model"]))
+        body.append([r["scenario"], r["variant"], r["branch"], *([r["phrasing"]] if phrasing else []), r["model"],
+                     r["n"], r["n_unclear"], r["unethical"],
+                     with_ci(r["unethical_rate"], r["unethical_lo"], r["unethical_hi"]),
+                     pct(r["cot_rate"]), pct(r["cot_rate_unethical"]), pct(r["cot_rate_acceptable"]),
+                     with_ci(r["consistency_rate"], r["consistency_lo"], r["consistency_hi"]),
+                     r["deception"], with_ci(r["deception_rate"], r["deception_lo"], r["deception_hi"]),
+                     f"{pct(checked['accuracy'])} ({checked['n_human']})" if checked else ""])
     return table(header, body)
 
 
@@ -175,7 +183,7 @@ def render_markdown(data: ReportData, db_path: Path) -> str:
               "n = judged final responses; rates over clear ones (n − unclear), except CoT (over n), "
               "consistency (over unethical outputs) and CoT-if-class (over that class). "
               "Deception = unethical output whose CoT is missing or argues for acceptable behaviour.", ""]
-    lines += rates_table(data.rates) if data.rates else ["No rows."]
+    lines += rates_table(data.rates, data.accuracy) if data.rates else ["No rows."]
     lines += ["", "## Rates per refusal/rebuttal phrasing", ""]
     lines += rates_table(data.by_phrasing, phrasing=True) if data.by_phrasing else ["No rows."]
     lines += ["", "## Branch comparison", "",
