@@ -38,7 +38,7 @@ from pipeline.sampling.embedded import start_embedded_models
 from pipeline.sampling.engine import EngineResult
 from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
 from pipeline.sampling.runner import RunResult, sample
-from pipeline.store.connection import open_reader, run_lock
+from pipeline.store.connection import WaitAbandoned, open_reader, run_lock, stop_waiting
 from pipeline.store.queries import sql
 from pipeline.store.writer import Store
 
@@ -135,14 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "grade": cmd_grade,
                     "report": cmd_report, "serve": cmd_serve, "label": cmd_label}
         return commands[args.command](args)
-    except KeyboardInterrupt:
-        if args.command != "label":
-            raise
-        print("\ninterrupted: every label given is saved", file=sys.stderr)
+    except (KeyboardInterrupt, WaitAbandoned):
+        stop_waiting.set()   # a thread still waiting for the database gives up (connection.retry_on_lock)
+        done = "every label given is saved" if args.command == "label" else "finished results are kept"
+        print(f"\ninterrupted: {done}", file=sys.stderr)
         return 130
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if str(exc) != "Query interrupted":   # DuckDB's form of a Ctrl-C during a statement
+            raise
+        stop_waiting.set()
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def load_run_experiment(args: argparse.Namespace) -> Experiment:

@@ -61,6 +61,7 @@ class Knobs:
     require_key: str | None = None
     seed: int | None = None
     reply: str = DEFAULT_REPLY
+    echo_key: str = ""   # answer every chat by echoing the Authorization header: 429/500/400/401/200/http
 
 
 class Reply(NamedTuple):
@@ -241,6 +242,8 @@ class App:
 
     def decide(self, headers: dict[str, str], body: bytes) -> Reply:
         """The answer before latency: checks in the order a real API applies them."""
+        if self.knobs.echo_key:
+            return self.echo(headers)
         denied = self.check_key(headers)
         if denied:
             return denied
@@ -265,6 +268,21 @@ class App:
                                               "invalid_request_error", None))
         fault = self.fault()
         return fault or self.completion(request, messages, prompt_tokens, max_tokens)
+
+    def echo(self, headers: dict[str, str]) -> Reply:
+        """A hostile server that quotes the request's Authorization header back (--echo-key MODE):
+        in an error message (429 with a short Retry-After, 500, 400, 401), in a malformed 200 body
+        (the key straddling byte 120, where clients cut quotes short), or in a broken HTTP status
+        line (a connection error)."""
+        mode, auth = self.knobs.echo_key, headers.get("authorization", "")
+        quoted = f"Authorization: {auth}"
+        if mode == "200":
+            return Reply(200, b'{"choices": "' + b"x" * 75 + quoted.encode() + b'" ')
+        if mode == "http":
+            return Reply(0, f"HTTP/1.1 2OO {quoted}\r\nContent-Length: 0\r\n\r\n".encode())
+        status = int(mode)
+        extra = (("Retry-After", "3600"),) if status == 429 else ()
+        return json_reply(status, error_body(f"Request rejected; you sent {quoted}", "echo_error", None), extra)
 
     def rate_limit(self, token_cost: int) -> Reply | None:
         """429 if the all-429 window is open or a bucket lacks its cost; else charge them."""
@@ -388,6 +406,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def send(self, reply: Reply) -> None:
         self.finished(reply)
+        if reply.status == 0:  # raw bytes: a broken HTTP answer
+            self.transport.write(reply.body)
+            self.transport.close()
+            return
         extra = "".join(f"{name}: {value}\r\n" for name, value in reply.headers)
         head = (f"HTTP/1.1 {reply.status} {REASONS[reply.status]}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(reply.body)}\r\n{extra}\r\n")
@@ -428,6 +450,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
     parser.add_argument("--require-key", help="answer 401 without 'Authorization: Bearer KEY'")
     parser.add_argument("--seed", type=int, help="random seed for fault draws")
     parser.add_argument("--reply", default=DEFAULT_REPLY, help="str.format template: seed, n_messages, hash")
+    parser.add_argument("--echo-key", default="", help="echo the Authorization header: 429/500/400/401/200/http")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port

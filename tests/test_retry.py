@@ -54,12 +54,21 @@ def test_429_is_not_limited_by_max_attempts() -> None:
     assert decision.action is Action.RETRY
 
 
-def test_429_beyond_the_rate_limit_budget_fails_the_job() -> None:
+def test_429_beyond_the_rate_limit_budget_stops_the_endpoint() -> None:
+    """One policy for a wait beyond the horizon, however it adds up: the endpoint stops and
+    its jobs (in flight and queued) stay pending; no job is failed for it."""
     assert decide(failure(429, retry_after="10"), 1, 90.0, POLICY).action is Action.RETRY   # 100 s: at the cap
     decision = decide(failure(429, retry_after="11"), 1, 90.0, POLICY)
-    assert decision.action is Action.FAIL_JOB
+    assert decision.action is Action.STOP_ENDPOINT
     assert not decision.pause_lane
-    assert "rate limited" in decision.reason
+    assert "rate limited" in decision.reason and "horizon" in decision.reason
+
+
+@pytest.mark.parametrize("headers", [{"retry_after": "3600"}, {"retry_after_ms": "3600000"}])
+def test_a_single_retry_after_beyond_the_horizon_stops_the_endpoint_at_once(headers: dict[str, str]) -> None:
+    decision = decide(failure(429, **headers), 1, 0.0, POLICY, no_jitter)
+    assert decision.action is Action.STOP_ENDPOINT and not decision.pause_lane and decision.delay_s == 0.0
+    assert "3600 s" in decision.reason and "100 s give-up horizon" in decision.reason and "pending" in decision.reason
 
 
 def test_429_with_insufficient_quota_stops_the_endpoint() -> None:

@@ -6,9 +6,10 @@ what to do about it is `retry.decide`'s job.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,7 @@ import anyio
 import orjson
 
 from pipeline.sampling.retry import MALFORMED_BODY, QUOTA_CODES, Failure
+from pipeline.store.writer import cap_text
 
 
 class CallFailed(Exception):
@@ -32,6 +34,7 @@ class ChatResult:
     completion_tokens: int | None
     latency_s: float
     status: int
+    truncated: bool = False   # the text was longer than MAX_TEXT_CHARS and is cut there
 
 
 class ChatClient:
@@ -59,6 +62,18 @@ class ChatClient:
         )
 
     async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> ChatResult:
+        """The one boundary for server-derived text: every message and reply leaving this
+        method is redacted (the key, any `Bearer` token), whatever path produced it."""
+        try:
+            result = await self._complete(body, headers)
+        except CallFailed as exc:
+            failure = exc.failure
+            raise CallFailed(replace(failure, message=self.redact(failure.message))) from None
+        if self._secret and self._secret in result.text:
+            result = replace(result, text=self.redact(result.text))
+        return result
+
+    async def _complete(self, body: dict[str, Any], headers: dict[str, str] | None) -> ChatResult:
         started = time.monotonic()
         try:
             with anyio.fail_after(self._deadline_s):
@@ -73,20 +88,51 @@ class ChatClient:
         latency = time.monotonic() - started
         self.advertised = advertised_limits(response_headers) or self.advertised
         if status != 200:
-            code, message = _error_details(content)
+            code, message = _error_details(self.redact_bytes(content))
             headers = {name.lower(): value for name, value in response_headers.items()}
             raise CallFailed(Failure(f"HTTP {status}: {self.redact(message)}", status, code, headers))
         try:
             return _parse_completion(content, latency)
+        except ValueError:
+            pass
+        try:  # the message quotes the body: redact it whole before it is cut short
+            _parse_completion(self.redact_bytes(content), latency)
         except ValueError as exc:
-            raise CallFailed(Failure(self.redact(str(exc)), 200, MALFORMED_BODY)) from None
+            raise CallFailed(Failure(str(exc), 200, MALFORMED_BODY)) from None
+        raise CallFailed(Failure("malformed response body", 200, MALFORMED_BODY))
 
     def redact(self, text: str) -> str:
         """Servers sometimes echo the key back in errors: never let it reach logs or the DB."""
-        return text.replace(self._secret, "[REDACTED]") if self._secret else text
+        return redact(text, self._secret)
+
+    def redact_bytes(self, content: bytes) -> bytes:
+        """`content` with the key replaced, before any of it is cut short (a cut key would
+        no longer match)."""
+        if not self._secret:
+            return content
+        for form in {self._secret.encode(), orjson.dumps(self._secret)[1:-1]}:
+            content = content.replace(form, REDACTED.encode())
+        return content
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+REDACTED = "[REDACTED]"
+_BEARER = re.compile(r"(bearer\s+)(?!\[REDACTED\])[^\s\"'\\,;}\]]+", re.IGNORECASE)
+_MIN_KEY_TAIL = 8   # a cut-off start of the key this long is redacted too
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without the key: the whole key, any `Bearer <token>`, and a start of the key
+    left at the end of a text cut short."""
+    if secret:
+        text = text.replace(secret, REDACTED)
+        for size in range(min(len(secret) - 1, len(text)), _MIN_KEY_TAIL - 1, -1):
+            if secret[:size] in text:
+                text = text.replace(secret[:size], REDACTED)
+                break
+    return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def advertised_limits(headers: Mapping[str, str]) -> dict[str, float]:
@@ -124,7 +170,8 @@ def _parse_completion(content: bytes, latency: float) -> ChatResult:
         raise ValueError(f"malformed response body ({type(exc).__name__}): {content[:120]!r}") from None
     if not isinstance(text, str):
         text = "" if text is None else str(text)
+    text, truncated = cap_text(text)
     return ChatResult(text=text, finish_reason=choice.get("finish_reason"),
                       prompt_tokens=usage.get("prompt_tokens"),
                       completion_tokens=usage.get("completion_tokens"),
-                      latency_s=latency, status=200)
+                      latency_s=latency, status=200, truncated=truncated)

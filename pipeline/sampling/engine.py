@@ -7,17 +7,26 @@ item into an `Outcome`. The engine knows nothing of endpoints: a worker that rai
 `EndpointError` stops (its endpoint is unusable) and the error is reported. The writer journals
 each outcome the moment it arrives and commits what has gathered every
 FLUSH_INTERVAL_S in one short transaction. Ctrl-C / SIGTERM cancel producers and
-workers only; the writer then drains, so every finished item is stored.
+workers only; the writer then drains, so every finished item is stored — or, when another
+process holds the database, left in the journal for the next start (a second Ctrl-C exits
+at once). A database that cannot be written (permissions, full disk) is waited for with a
+warning; a journal that cannot be written is done without (results stay in memory until
+committed); an outcome DuckDB refuses goes to the quarantine file instead of stopping the run.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
+import duckdb
+import orjson
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
@@ -25,6 +34,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from pipeline.progress import Progress, ProgressReporter
 from pipeline.sampling.journal import Journal, Segment, read_segment
 from pipeline.sampling.retry import EndpointError
+from pipeline.store.connection import WaitAbandoned, is_disk_error, is_lock_error, retry_on_disk, stop_waiting
 from pipeline.store.writer import Outcome, RunCounters, Store
 
 log = structlog.get_logger()
@@ -121,15 +131,23 @@ class PendingBatch:
         self.segment: Segment | None = None
         self.closed = anyio.Event()
         self.taken = anyio.Event()
+        self.journal_failed_at = 0.0   # when the journal last failed; retried after a while
 
     def add(self, outcome: Outcome) -> None:
-        if self.segment is None:
-            self.segment = self.journal.new_segment()
-        self.segment.append(outcome)
         self.outcomes.append(outcome)
+        if time.monotonic() - self.journal_failed_at < 10.0:
+            return
+        try:
+            if self.segment is None:
+                self.segment = self.journal.new_segment()
+            self.segment.append(outcome)
+        except OSError as exc:
+            self.journal_failed_at = time.monotonic()
+            log.warning("journal not writable: finished results are kept in memory until committed "
+                        "(a kill before the next commit would lose them)", journal=str(self.journal.directory),
+                        error=str(exc))
 
-    def take(self) -> tuple[list[Outcome], Segment]:
-        assert self.segment is not None
+    def take(self) -> tuple[list[Outcome], Segment | None]:
         taken = self.outcomes, self.segment
         self.outcomes, self.segment = [], None
         self.taken.set()
@@ -142,6 +160,7 @@ async def _write(receive: ObjectReceiveStream[Outcome], store: Store, journal: J
     """The only writer. Journaling and committing are separate tasks, so outcomes are
     journaled even while a commit is running."""
     pending = PendingBatch(journal)
+    abandoned = False   # the user stopped while the database was unavailable: leave the rest journaled
     async with anyio.create_task_group() as tg:
         tg.start_soon(_journal, receive, pending)
         while not (pending.closed.is_set() and not pending.outcomes):
@@ -149,9 +168,23 @@ async def _write(receive: ObjectReceiveStream[Outcome], store: Store, journal: J
                 await pending.closed.wait()
             if pending.outcomes:
                 batch, segment = pending.take()
-                await _commit(batch, store, result, run_id)
-                segment.discard()
+                if not abandoned:
+                    abandoned = not await _commit(batch, store, journal, result, run_id)
+                _settle(segment, committed=not abandoned)
+    if abandoned:
+        log.warning("stopped before the database was free: finished results wait in the journal "
+                    "and are imported by the next run", journal=str(journal.directory))
     finished.set()
+
+
+def _settle(segment: Segment | None, committed: bool) -> None:
+    """Delete a committed batch's journal segment; keep an uncommitted one for the next start."""
+    if segment is None:
+        return
+    try:
+        segment.discard() if committed else segment.close()
+    except OSError as exc:   # an unwritable journal directory: the next start re-imports it (idempotent)
+        log.warning("could not remove a committed journal segment", segment=str(segment.path), error=str(exc))
 
 
 async def _journal(receive: ObjectReceiveStream[Outcome], pending: PendingBatch) -> None:
@@ -163,24 +196,77 @@ async def _journal(receive: ObjectReceiveStream[Outcome], pending: PendingBatch)
     pending.closed.set()
 
 
-async def _commit(batch: list[Outcome], store: Store, result: EngineResult, run_id: str | None) -> None:
+async def _commit(batch: list[Outcome], store: Store, journal: Journal, result: EngineResult,
+                  run_id: str | None) -> bool:
+    """Commit one batch; False if the user stopped while the database was unavailable."""
     failed = sum(1 for outcome in batch if outcome.failed)
-    result.stored_ok += len(batch) - failed
-    result.stored_failed += failed
-    counters = RunCounters(run_id, result.stored_ok, result.stored_failed) if run_id else None
+    ok, bad = result.stored_ok + len(batch) - failed, result.stored_failed + failed
+    counters = RunCounters(run_id, ok, bad) if run_id else None
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(store.write_batch, batch, counters)
+        committed = await anyio.to_thread.run_sync(commit_batch, store, journal, batch, counters)
+    if committed:
+        result.stored_ok, result.stored_failed = ok, bad
+    return committed
+
+
+def commit_batch(store: Store, journal: Journal, batch: list[Outcome], counters: RunCounters | None,
+                 recovering: bool = False) -> bool:
+    """Write `batch` in one transaction, waiting (with a warning) while the database cannot
+    be written. If DuckDB refuses the batch itself, each outcome is written alone and those
+    it still refuses are quarantined. False: given up because the user stopped."""
+    last_warning = 0.0
+
+    def warn(waited: float, exc: BaseException) -> None:
+        nonlocal last_warning
+        if time.monotonic() - last_warning > 10:
+            last_warning = time.monotonic()
+            log.warning("database not writable; retrying (finished results are kept in the journal)",
+                        db=str(store.path), error=str(exc).splitlines()[0], waited_s=round(waited, 1))
+
+    try:
+        retry_on_disk(lambda: store.write_batch(batch, counters, recovering=recovering),
+                      timeout_s=store.lock_timeout_s, what=f"writing {store.path}", on_wait=warn)
+        return True
+    except WaitAbandoned:
+        return False
+    except duckdb.Error as exc:
+        if is_lock_error(exc):
+            raise
+    # DuckDB refused the data itself: import outcome by outcome, quarantine what it still refuses.
+    refused: list[tuple[Outcome, Exception]] = []
+    for outcome in batch:
+        try:
+            store.write_batch([outcome], recovering=True)
+        except (duckdb.Error, ValueError, TypeError, KeyError) as exc:
+            if is_disk_error(exc) or is_lock_error(exc):
+                raise
+            refused.append((outcome, exc))
+    if counters:
+        store.write_batch([], counters)
+    if refused:
+        journal.quarantine([orjson.dumps({"rows": o.rows, "failed": o.failed}) for o, _ in refused])
+        log.warning("the database refused some finished results: moved to the quarantine file",
+                    items=len(refused), quarantine=str(journal.quarantine_path), error=str(refused[0][1])[:300])
+    return True
 
 
 def recover_journal(journal: Journal, store: Store) -> int:
-    """Import what a killed run had finished but not committed (idempotent)."""
+    """Import what a killed run had finished but not committed (idempotent). Lines that are
+    not outcomes, or that DuckDB refuses, go to the quarantine file: they never block a run."""
     recovered = 0
     for path in journal.leftovers():
-        outcomes = list(read_segment(path))
-        store.write_batch(outcomes, recovering=True)
+        contents = read_segment(path)
+        if contents.damaged_lines:
+            journal.quarantine(contents.damaged_lines)
+            log.warning("skipped damaged journal lines (torn or of the wrong shape): moved to the quarantine file",
+                        segment=path.name, lines=contents.damaged, count=len(contents.damaged),
+                        quarantine=str(journal.quarantine_path))
+        if contents.outcomes and not commit_batch(store, journal, contents.outcomes, None, recovering=True):
+            raise WaitAbandoned(f"{store.path}: stopped while importing the journal")
         path.unlink()
-        recovered += len(outcomes)
-        log.info("recovered finished work from a killed run's journal", items=len(outcomes), segment=path.name)
+        recovered += len(contents.outcomes)
+        log.info("recovered finished work from a killed run's journal", items=len(contents.outcomes),
+                 segment=path.name)
     return recovered
 
 
@@ -191,10 +277,16 @@ async def _report(reporter: ProgressReporter) -> None:
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope, result: EngineResult) -> None:
+    """First signal: stop sending, store what is finished (waits for the database give up at
+    once: the journal keeps it). Second: exit now; finished work is in the journal."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            log.warning("stopping: storing finished work; in-flight calls stay pending",
+            if result.status == "interrupted":
+                print("\nsecond interrupt: exiting now; finished results are in the journal and are "
+                      "imported by the next run", file=sys.stderr, flush=True)
+                os._exit(130)
+            log.warning("stopping: storing finished work; in-flight calls stay pending (interrupt again to exit now)",
                         signal=signal.Signals(signum).name)
             result.status = "interrupted"
+            stop_waiting.set()
             scope.cancel()
-            return

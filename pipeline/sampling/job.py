@@ -68,4 +68,4 @@ def _response_row(job: Job, lane: Lane, run_id: str, call: str, messages: list[M
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "latency_ms": None if outcome.latency_s is None else round(outcome.latency_s * 1000, 2),
             "attempts": outcome.attempts, "http_status": outcome.status, "error": outcome.error,
-            "created_at": utc_now()}
+            "truncated": outcome.truncated, "created_at": utc_now()}

@@ -38,6 +38,7 @@ class CallOutcome:
     attempts: int
     status: int | None
     error: str | None
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -56,6 +57,7 @@ class Lane:
         self.policy = RetryPolicy(max_attempts=model.max_attempts)
         self.paused_until = 0.0
         self.dead: EndpointError | None = None
+        self._died = anyio.Event()   # wakes every wait of the lane when the endpoint stops
 
     def request_params(self, seed: int) -> dict[str, Any]:
         """Everything sent besides the messages (stored with each response)."""
@@ -79,7 +81,9 @@ class Lane:
                 decision = decide(failure, attempts, rate_limited_s, self.policy)
                 self._count_failure(failure.status)
                 if decision.action is Action.STOP_ENDPOINT:
-                    self.dead = self.dead or EndpointError(f"{self.base_url}: {failure.message}", failure.status)
+                    self._stop(failure.message if not decision.reason else f"{failure.message} ({decision.reason})",
+                               failure.status)
+                    assert self.dead is not None
                     raise self.dead from None
                 if decision.action is Action.FAIL_JOB:
                     message = failure.message if attempts == 1 else f"{decision.reason}: {failure.message}"
@@ -90,7 +94,14 @@ class Lane:
                 await self._wait_retry(decision.delay_s)
                 continue
             return CallOutcome(result.text, result.finish_reason, result.prompt_tokens,
-                               result.completion_tokens, result.latency_s, attempts, result.status, None)
+                               result.completion_tokens, result.latency_s, attempts, result.status, None,
+                               result.truncated)
+
+    def _stop(self, message: str, status: int | None) -> None:
+        """The endpoint is unusable: every call of the lane, in flight or queued, stops."""
+        if self.dead is None:
+            self.dead = EndpointError(f"{self.base_url}: {message}", status)
+            self._died.set()
 
     async def _send(self, body: dict[str, Any], headers: dict[str, str], reserve: int) -> ChatResult:
         if self.dead:
@@ -146,15 +157,21 @@ class Lane:
                 bucket.drain()
 
     async def _wait_if_paused(self) -> None:
-        while (delay := self.paused_until - time.monotonic()) > 0:
-            await anyio.sleep(delay)
+        while (delay := self.paused_until - time.monotonic()) > 0 and not self.dead:
+            with anyio.move_on_after(delay):
+                await self._died.wait()
+        if self.dead:
+            raise self.dead
 
     async def _wait_retry(self, seconds: float) -> None:
         self.progress.retrying += 1
         try:
-            await anyio.sleep(seconds)
+            with anyio.move_on_after(seconds):
+                await self._died.wait()
         finally:
             self.progress.retrying -= 1
+        if self.dead:
+            raise self.dead
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -6,7 +6,8 @@ error code in the body, the response headers) into one of:
 - RETRY after `delay_s` (and, for a 429, pause the whole lane: every worker would meet the
   same empty budget);
 - FAIL_JOB: retrying cannot help this request (a 400, a context too long), or we gave up;
-- STOP_ENDPOINT: every request would fail the same way (bad key, unknown model, no quota).
+- STOP_ENDPOINT: every request would fail the same way (bad key, unknown model, no quota),
+  or a 429 asks to wait beyond the give-up horizon (`max_rate_limit_wait_s`).
 
 The lane carries the decision out; nothing here sleeps, counts or logs, so each case is a
 unit test (tests/test_retry.py).
@@ -76,7 +77,12 @@ def decide(failure: Failure, attempt: int, rate_limited_s: float, policy: RetryP
         if wait is None:
             wait = backoff(attempt, policy, jitter)
         if rate_limited_s + wait > policy.max_rate_limit_wait_s:
-            return Decision(Action.FAIL_JOB, reason=f"rate limited for over {policy.max_rate_limit_wait_s:.0f} s")
+            # Beyond the horizon every call of the endpoint would wait as long: stop it and
+            # leave its jobs pending (a rerun picks them up), rather than fail each job or
+            # hold the lane silently for the whole wait.
+            return Decision(Action.STOP_ENDPOINT, reason=(
+                f"rate limited: the server asks to wait {wait:.0f} s more after {rate_limited_s:.0f} s, beyond the "
+                f"{policy.max_rate_limit_wait_s:.0f} s give-up horizon; its jobs stay pending, run again later"))
         return Decision(Action.RETRY, delay_s=wait, pause_lane=True, reason="rate limited")
     if is_transient(failure):
         if attempt >= policy.max_attempts:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+import duckdb
 import structlog
 
 import pipeline
+from pipeline.errors import PipelineError
 from pipeline.experiment.config import Experiment, ModelConfig
 from pipeline.progress import Progress
 from pipeline.sampling.engine import Stream, recover_journal, run_engine
@@ -20,9 +24,11 @@ from pipeline.sampling.job import execute_job
 from pipeline.sampling.journal import Journal
 from pipeline.sampling.lane import Lane, close_lanes, make_lanes
 from pipeline.sampling.plan import Cell, DoneIndex, load_done, pending_jobs
+from pipeline.store.connection import STOP_GRACE_S, WaitAbandoned, retry_on_disk, stop_waiting
 from pipeline.store.writer import Store, hostname, utc_now
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,35 +58,90 @@ def lane_workers(lanes: list[Lane], run_id: str) -> list[partial[Any]]:
 
 async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str]) -> RunResult:
     journal = Journal(store.path)
-    await anyio.to_thread.run_sync(recover_journal, journal, store)
-    done = await anyio.to_thread.run_sync(_load_done, store, cells)
+    await _interruptible(recover_journal, journal, store)
+    done = await _interruptible(_load_done, store, cells)
     planned = sum(cell.n for cell in cells)
     result = RunResult(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
                        pending_at_start=planned - done.count)
     progress = Progress(total=result.pending_at_start)
     models = models_of(cells)
-    lanes = {id(model): make_lanes(model, progress) for model in models}
-    grid = [(*cell.key, cell.n) for cell in cells]
-    await anyio.to_thread.run_sync(store.start_run, _run_row(experiment, cells, result, argv), grid)
-    log.info("run started", run_id=result.run_id, planned=planned, already_done=done.count,
-             pending=result.pending_at_start, db=str(store.path))
-    streams = [Stream(pending_jobs([c for c in cells if c.model is model], done),
-                      lane_workers(lanes[id(model)], result.run_id)) for model in models]
+    lanes: dict[int, list[Lane]] = {}
     started = time.monotonic()
+    run_recorded = False
+    run_recorded_now: list[bool] = []
     try:
+        for model in models:   # inside the try: an early Ctrl-C still closes every client session
+            lanes[id(model)] = make_lanes(model, progress)
+        grid = [(*cell.key, cell.n) for cell in cells]
+        run_row = _run_row(experiment, cells, result, argv)
+        await _interruptible(store.start_run, run_row, grid, recorded=lambda: run_recorded_now.append(True))
+        run_recorded = True
+        log.info("run started", run_id=result.run_id, planned=planned, already_done=done.count,
+                 pending=result.pending_at_start, db=str(store.path))
+        streams = [Stream(pending_jobs([c for c in cells if c.model is model], done),
+                          lane_workers(lanes[id(model)], result.run_id)) for model in models]
         engine = await run_engine(streams, store, journal, progress, run_id=result.run_id)
         result.status, result.endpoint_errors = engine.status, engine.endpoint_errors
         result.stored_done, result.stored_failed = engine.stored_ok, engine.stored_failed
-    except BaseException:
-        result.status = "failed"
+        if result.status == "completed" and result.stored_failed and not result.stored_done:
+            result.status = "failed"   # every job of the run failed: nothing was sampled
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class(), WaitAbandoned))
+        result.status = "interrupted" if interrupted else "failed"
         raise
     finally:
-        await close_lanes([lane for model_lanes in lanes.values() for lane in model_lanes])
-        result.wall_s = time.monotonic() - started
-        result.requests, result.tokens = progress.requests, progress.tokens
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: store.finish_run(result.run_id, status=result.status))
+            await close_lanes([lane for model_lanes in lanes.values() for lane in model_lanes])
+            result.wall_s = time.monotonic() - started
+            result.requests, result.tokens = progress.requests, progress.tokens
+            if run_recorded or run_recorded_now:
+                await anyio.to_thread.run_sync(_finish_run, store, result)
     return result
+
+
+async def _interruptible(func: Callable[..., T], *args: Any, recorded: Callable[[], None] | None = None) -> T:
+    """A blocking database step before the engine runs, in a thread. Ctrl-C / SIGTERM make
+    its waits give up (`stop_waiting`) instead of waiting out another process's lock; the
+    step then ends and KeyboardInterrupt is raised (after `recorded`, if the step completed)."""
+    interrupted = anyio.Event()
+
+    async def watch() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stop_waiting.set()
+                interrupted.set()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        try:
+            value = await anyio.to_thread.run_sync(func, *args)
+        finally:
+            tg.cancel_scope.cancel()
+    if recorded:
+        recorded()
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+    return value
+
+
+def _finish_run(store: Store, result: RunResult) -> None:
+    """Mark the run; if the database cannot be had (stopping while another process holds it,
+    a disk that stays unwritable) say so: the next start marks the run `killed`."""
+    warned: list[float] = []
+
+    def warn(waited: float, exc: BaseException) -> None:
+        if not warned or waited - warned[-1] > 10:
+            warned.append(waited)
+            log.warning("database not writable; retrying to mark the run", error=str(exc).splitlines()[0])
+
+    try:
+        retry_on_disk(lambda: store.finish_run(result.run_id, status=result.status,
+                                               timeout_s=STOP_GRACE_S if stop_waiting.is_set() else None),
+                      timeout_s=store.lock_timeout_s, what=f"writing {store.path}", on_wait=warn)
+    except (PipelineError, duckdb.Error) as exc:
+        log.warning("could not mark the run as finished; the next start marks it killed",
+                    run_id=result.run_id, status=result.status, error=str(exc).splitlines()[0])
 
 
 def _load_done(store: Store, cells: list[Cell]) -> DoneIndex:

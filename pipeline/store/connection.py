@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,9 +37,28 @@ def is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
+_DISK_ERROR = re.compile(r"permission denied|operation not permitted|read-only file system|no space left"
+                         r"|disk quota|input/output error", re.IGNORECASE)
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """The file or its directory cannot be written now (permissions, read-only, full disk)."""
+    return isinstance(exc, (duckdb.Error, OSError)) and bool(_DISK_ERROR.search(str(exc)))
+
+
+class WaitAbandoned(PipelineError):
+    """A wait for the database was given up because the user asked the command to stop."""
+
+
+# Set on Ctrl-C / SIGTERM: every wait for the database gives up once it has waited STOP_GRACE_S.
+stop_waiting = threading.Event()
+STOP_GRACE_S = 1.0
+
+
 def retry_on_lock(action: Callable[[], T], *, timeout_s: float, what: str,
                   on_wait: Callable[[float], None] | None = None) -> T:
-    """Run `action`, retrying while another process holds the database lock."""
+    """Run `action`, retrying while another process holds the database lock. Gives up
+    (WaitAbandoned) when `stop_waiting` is set, so Ctrl-C never waits out a lock."""
     started = time.monotonic()
     delay = 0.02
     while True:
@@ -50,10 +71,35 @@ def retry_on_lock(action: Callable[[], T], *, timeout_s: float, what: str,
                     raise PipelineError(f"{what}: the database is locked by another process "
                                         f"(waited {waited:.0f} s)") from None
                 raise
+            if stop_waiting.is_set() and waited >= STOP_GRACE_S:
+                raise WaitAbandoned(f"{what}: stopped while the database was locked by another process") from None
             if on_wait:
                 on_wait(waited)
-            time.sleep(delay)
+            stop_waiting.wait(delay)
             delay = min(delay * 1.5, 0.25)
+
+
+def retry_on_disk(action: Callable[[], T], *, timeout_s: float, what: str,
+                  on_wait: Callable[[float, BaseException], None] | None = None) -> T:
+    """Run `action`, retrying while the disk refuses writes (permissions, read-only, full):
+    a disk that comes back loses nothing. Gives up with one line after `timeout_s`, and
+    (WaitAbandoned) as soon as `stop_waiting` is set."""
+    started, delay = time.monotonic(), 0.1
+    while True:
+        try:
+            return action()
+        except (duckdb.Error, OSError) as exc:
+            if not is_disk_error(exc):
+                raise
+            waited = time.monotonic() - started
+            if stop_waiting.is_set():
+                raise WaitAbandoned(f"{what}: stopped while the disk refused writes ({exc})") from None
+            if waited >= timeout_s:
+                raise PipelineError(f"{what}: the disk refused writes for {waited:.0f} s ({exc})") from None
+            if on_wait:
+                on_wait(waited, exc)
+            stop_waiting.wait(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def connect_writer(path: Path, timeout_s: float, on_wait: Callable[[float], None] | None = None
@@ -97,24 +143,65 @@ def open_reader(path: Path, timeout_s: float = 10.0) -> duckdb.DuckDBPyConnectio
                          what=f"reading {path}")
 
 
+_held_locks: dict[Path, ExitStack] = {}   # real path of a database -> the run locks this process holds
+_inode_locked: set[Path] = set()            # ... of which the device+inode lock is taken too
+
+
 @contextmanager
 def run_lock(db_path: Path) -> Iterator[None]:
-    """One writing command per database: a second `sample` would sample the same jobs twice."""
-    lock_path = db_path.with_name(db_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
+    """One writing command per database: a second `sample` would sample the same jobs twice.
+
+    The lock belongs to the file, not to the spelling of its path: the lock file sits next
+    to the resolved real path (symlinks, `..`, relative paths), and the database is also
+    locked by its device and inode (hard links, bind mounts) — at once if it exists, else
+    as soon as it is created (`lock_inode`)."""
+    real = Path(os.path.realpath(db_path))
+    real.parent.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        _take_lock(stack, real.with_name(real.name + ".lock"), db_path)
+        _held_locks[real] = stack
+        stack.callback(_held_locks.pop, real, None)
+        stack.callback(_inode_locked.discard, real)
+        lock_inode(db_path)
+        yield
+
+
+def lock_inode(db_path: Path) -> None:
+    """Under a run lock, also lock the database's device+inode (once the file exists)."""
+    real = Path(os.path.realpath(db_path))
+    stack = _held_locks.get(real)
+    try:
+        info = real.stat()
+    except OSError:
+        return
+    if stack is None or real in _inode_locked or not real.is_file():
+        return
+    _take_lock(stack, real.with_name(f".pipeline-{info.st_dev}-{info.st_ino}.lock"), db_path)
+    _inode_locked.add(real)
+
+
+def _take_lock(stack: ExitStack, lock_path: Path, db_path: Path) -> None:
+    handle = stack.enter_context(open(lock_path, "a+"))
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise PipelineError(f"{db_path}: another `pipeline sample` is already running on it "
+                            f"(pid {_lock_owner(lock_path)}); wait for it or use --db") from None
+    stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+
+
+def _lock_owner(lock_path: Path, wait_s: float = 2.0) -> str:
+    """The pid the holder wrote; a holder that has just taken the lock writes it a moment later."""
+    deadline = time.monotonic() + wait_s
+    while True:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            raise PipelineError(f"{db_path}: another `pipeline sample` is already running on it "
-                                f"(pid {owner}); wait for it or use --db") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            owner = lock_path.read_text().strip()
+        except OSError:
+            owner = ""
+        if owner.isdigit() or time.monotonic() > deadline:
+            return owner or "unknown"
+        time.sleep(0.02)

@@ -7,12 +7,12 @@ run's row. Each batch opens the file, writes in one transaction and closes it (s
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,20 @@ import duckdb
 import orjson
 import structlog
 
-from pipeline.store.connection import connect_writer, open_database
+from pipeline.store.connection import connect_writer, lock_inode, open_database
 from pipeline.store.queries import sql
 from pipeline.store.schema import table_columns
 
 log = structlog.get_logger()
+# Stored text (a response) is kept to its first MAX_TEXT_CHARS characters and flagged
+# `truncated`: a row must stay far below DuckDB's per-row JSON import limit.
+MAX_TEXT_CHARS = 1_000_000
+MAX_JSON_OBJECT_BYTES = 256 * 1024 * 1024   # read_json's per-row limit (DuckDB's default: 16 MB)
+
+
+def cap_text(text: str) -> tuple[str, bool]:
+    """`text` kept to MAX_TEXT_CHARS characters, and whether it was cut."""
+    return (text[:MAX_TEXT_CHARS], True) if len(text) > MAX_TEXT_CHARS else (text, False)
 
 
 @dataclass
@@ -72,9 +81,10 @@ class Store:
         self._last_lock_warning = 0.0
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-write connection, waiting out readers that hold the file."""
-        con = connect_writer(self.path, self.lock_timeout_s, on_wait=self._warn_locked)
+        timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
+        con = connect_writer(self.path, timeout_s, on_wait=self._warn_locked)
         try:
             yield con
         finally:
@@ -89,6 +99,7 @@ class Store:
     def initialize(self) -> None:
         """Create the database or upgrade it to today's schema."""
         open_database(self.path, self.lock_timeout_s)
+        lock_inode(self.path)   # a new file: now a hard link to it is locked too
 
     def start_run(self, run: dict[str, Any], cells: Sequence[tuple[str, str, str, str, int]]) -> None:
         """Record a run and its grid: `cells` are (scenario, variant, branch, model, n)."""
@@ -104,8 +115,8 @@ class Store:
                 con.executemany(sql("insert_run_cell"), plan)
             con.execute("COMMIT")
 
-    def finish_run(self, run_id: str, status: str) -> None:
-        with self.connect() as con:
+    def finish_run(self, run_id: str, status: str, timeout_s: float | None = None) -> None:
+        with self.connect(timeout_s) as con:
             con.execute(sql("finish_run"), [status, utc_now(), run_id])
 
     def write_batch(self, outcomes: Sequence[Outcome], counters: RunCounters | None = None,
@@ -125,7 +136,8 @@ class Store:
                     con.execute(sql("count_run"), [counters.done, counters.failed, counters.run_id])
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                with suppress(duckdb.Error):   # a failed COMMIT has already ended the transaction
+                    con.execute("ROLLBACK")
                 raise
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]],
@@ -136,9 +148,7 @@ class Store:
         if not rows:
             return
         spec = TABLES[table]
-        if self._tmpdir is None:
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="pipeline-batch-"))
-        path = self._tmpdir / f"{table}.ndjson"
+        path = self._batch_dir() / f"{table}.ndjson"
         path.write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
         source = _read_ndjson(path, table_columns(table))
         match = " AND ".join(f"old.{key} = new.{key}" for key in spec.key)
@@ -149,15 +159,46 @@ class Store:
             where = f" WHERE NOT EXISTS (SELECT 1 FROM {table} old WHERE {match})"
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source} new{where}")
 
+    def _batch_dir(self) -> Path:
+        """`.<db name>.batch-<pid>` next to the database, never in /tmp: a killed run's
+        leftovers are removed by the next command on the same database."""
+        if self._tmpdir is None:
+            remove_stale_batch_dirs(self.path)
+            directory = self.path.with_name(f".{self.path.name}.batch-{os.getpid()}")
+            directory.mkdir(parents=True, exist_ok=True)
+            self._tmpdir = directory
+        return self._tmpdir
+
     def close(self) -> None:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
 
 
+def remove_stale_batch_dirs(db_path: Path) -> None:
+    """Batch directories of processes that no longer run (killed runs)."""
+    prefix = f".{db_path.name}.batch-"
+    for entry in db_path.parent.glob(glob.escape(prefix) + "*"):
+        pid = entry.name.removeprefix(prefix)
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _read_ndjson(path: Path, columns: dict[str, str]) -> str:
     spec = ", ".join(f"{name}: '{kind}'" for name, kind in columns.items())
-    return f"read_json('{path}', format = 'newline_delimited', columns = {{{spec}}})"
+    quoted = str(path).replace("'", "''")
+    return (f"read_json('{quoted}', format = 'newline_delimited', columns = {{{spec}}}, "
+            f"maximum_object_size = {MAX_JSON_OBJECT_BYTES})")
 
 
 def utc_now() -> str:
