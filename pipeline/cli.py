@@ -38,6 +38,7 @@ from pipeline.sampling.embedded import start_embedded_models
 from pipeline.sampling.engine import EngineResult
 from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
 from pipeline.sampling.runner import RunResult, sample
+from pipeline.store.adhoc import check_read_only, open_sql_reader, refused_file_access
 from pipeline.store.connection import WaitAbandoned, open_reader, run_lock, stop_waiting
 from pipeline.store.queries import sql
 from pipeline.store.writer import Store
@@ -322,12 +323,34 @@ def print_summary(result: RunResult, db: Path, embedded: bool) -> None:
         f"  data: {db}  (try: python -m pipeline status --db {db})",
     ]
     lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]
+    if result.stored_failed and not result.stored_done:
+        lines.append(f"  every job of this run failed ({result.stored_failed}); most common error: "
+                     f"{top_error(db, result.run_id)}")
     if embedded:
         lines.append("  note: the embedded model (SmolLM2-135M) is a tiny model for offline runs and pipeline "
                      "checks, not for findings; see README 'Real models' to sample gpt-4-*, vLLM, Ollama, ...")
     if left:
         lines.append("  run the same command again to finish the pending jobs")
     print("\n".join(lines))
+
+
+def top_error(db: Path, run_id: str) -> str:
+    """The most common error of a run's failed jobs, on one line."""
+    import duckdb
+
+    try:
+        con = open_reader(db)
+        try:
+            rows = con.execute(sql("run_top_error"), [run_id]).fetchall()
+        finally:
+            con.close()
+    except (PipelineError, duckdb.Error):
+        rows = []
+    if not rows:
+        return f"see `python -m pipeline sql \"SELECT error FROM jobs WHERE run_id = '{run_id}'\"`"
+    error, jobs = rows[0]
+    text = " ".join(str(error).split())
+    return f"{text[:300]}{'...' if len(text) > 300 else ''} ({jobs} jobs)"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -345,11 +368,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    con = open_reader(args.db)
+    con = open_sql_reader(args.db)
     try:
+        check_read_only(con, args.query)
         relation = con.sql(args.query)
         if relation is not None:
             relation.show(max_rows=args.max_rows, max_width=10_000)
+    except duckdb.PermissionException as exc:
+        raise refused_file_access(exc) from None
     except duckdb.Error as exc:
         raise PipelineError(f"sql: {str(exc).splitlines()[0]}") from None
     finally:

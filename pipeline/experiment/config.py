@@ -7,6 +7,7 @@ targeted without writing a file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,18 @@ _MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", 
                "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed"}
 DEFAULT_MAX_TOKENS = 512  # when an experiment sets none: room for a Reasoning + Output reply
 DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": DEFAULT_MAX_TOKENS}
+# Sampling parameters checked at load (others are passed through for vendor extensions):
+# (kind, lowest, highest); kind "int" or "number", bounds inclusive, None = unbounded.
+_PARAM_RANGES: dict[str, tuple[str, float | None, float | None]] = {
+    "max_tokens": ("int", 1, None), "max_completion_tokens": ("int", 1, None),
+    "temperature": ("number", 0, 2), "top_p": ("number", 0, 1), "min_p": ("number", 0, 1),
+    "presence_penalty": ("number", -2, 2), "frequency_penalty": ("number", -2, 2),
+    "repetition_penalty": ("number", 0, None), "repeat_penalty": ("number", 0, None),
+    "top_k": ("int", -1, None), "seed": ("int", None, None), "top_logprobs": ("int", 0, 20),
+    "n": ("int", 1, 1),
+}
+_PARAMS_SET_BY_PIPELINE = {"model": "the model's `name`", "messages": "the scenario",
+                           "stream": "the client (it reads whole answers)"}
 
 
 @dataclass(frozen=True)
@@ -67,17 +80,22 @@ def load_experiment(path: Path) -> Experiment:
     scenarios_dir = (path.parent / doc.text_field(data, "scenarios_dir", "scenarios_dir", "..")).resolve()
     names = doc.text_list(data, "scenarios", "scenarios", min_items=1, default=None)
     scenarios = load_scenarios(scenarios_dir, names)
+    if names is not None:
+        _refuse_repeats(doc, "scenarios", names)
     branches = tuple(doc.text_list(data, "branches", "branches", min_items=1, default=list(BRANCHES)))
     for index, branch in enumerate(branches):
         if branch not in BRANCHES:
             raise doc.error(f"branches[{index}]", f"unknown branch {branch!r} (use {', '.join(BRANCHES)})")
+    _refuse_repeats(doc, "branches", list(branches))
     samples = doc.get(data, "samples_per_cell", "samples_per_cell", int, 10)
     if samples < 1:
         raise doc.error("samples_per_cell", "must be at least 1")
-    default_params = {**DEFAULT_PARAMS, **doc.get(data, "params", "params", dict, {})}
+    default_params = {**DEFAULT_PARAMS, **_load_params(doc, data, "params")}
     variants = _load_variant_filter(doc, scenarios)
     models_raw = doc.get(data, "models", "models", list, [])
     models = [_load_model(doc, raw, index, default_params) for index, raw in enumerate(models_raw)]
+    _refuse_repeats(doc, "models", [model.name for model in models], suffix=".name",
+                    why="two [[models]] with one name would share (or fight over) its jobs; give each its own name")
     return Experiment(name=name, path=path, scenarios=scenarios, variants=variants,
                       branches=branches, samples_per_cell=samples, models=models,
                       default_params=default_params)
@@ -103,6 +121,9 @@ def with_limits(model: ModelConfig, *, rpm: float | None, tpm: float | None,
     """Command-line limits (None leaves a limit as configured, 0 removes it)."""
     if concurrency is not None and concurrency < 1:
         raise PipelineError("--concurrency must be at least 1")
+    for flag, value in (("--rpm", rpm), ("--tpm", tpm)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise PipelineError(f"{flag} must be a number >= 0 (0 = no limit), got {value:g}")
     changes: dict[str, Any] = {}
     if rpm is not None:
         changes["rpm"] = rpm or None
@@ -129,6 +150,7 @@ def _load_variant_filter(doc: TomlFile, scenarios: list[Scenario]) -> dict[str, 
         if scenario_id not in by_id:
             raise doc.error(where, f"no scenario {scenario_id!r} in this experiment")
         chosen[scenario_id] = doc.text_list(table, where, scenario_id, min_items=1)
+        _refuse_repeats(doc, where, chosen[scenario_id])
         for name in chosen[scenario_id]:
             if name not in by_id[scenario_id].variant_names:
                 raise doc.error(where, f"scenario {scenario_id!r} has no variant {name!r} "
@@ -151,19 +173,56 @@ def _load_model(doc: TomlFile, raw: Any, index: int, default_params: dict[str, A
     for url in urls:
         if not url.startswith(("http://", "https://")):
             raise doc.error(f"{where}.base_url", f"must start with http:// or https://, got {url!r}")
+    _refuse_repeats(doc, f"{where}.base_urls", [url.rstrip("/") for url in urls])
     limits = {key: doc.get(raw, f"{where}.{key}", key, (int, float), 0) for key in ("rpm", "tpm")}
     for key, value in limits.items():
-        if value < 0:
+        if not (math.isfinite(value) and value >= 0):
             raise doc.error(f"{where}.{key}", "must be >= 0 (0 = no limit)")
     concurrency = doc.get(raw, f"{where}.concurrency", "concurrency", int, 8)
     max_attempts = doc.get(raw, f"{where}.max_attempts", "max_attempts", int, 6)
     timeout_s = doc.get(raw, f"{where}.timeout_s", "timeout_s", (int, float), 120.0)
-    if concurrency < 1 or max_attempts < 1 or timeout_s <= 0:
+    if concurrency < 1 or max_attempts < 1 or not (math.isfinite(timeout_s) and timeout_s > 0):
         raise doc.error(where, "concurrency and max_attempts must be >= 1 and timeout_s > 0")
     return ModelConfig(
         name=name, base_urls=tuple(u.rstrip("/") for u in urls),
-        params={**default_params, **doc.get(raw, f"{where}.params", "params", dict, {})},
+        params={**default_params, **_load_params(doc, raw, f"{where}.params")},
         api_key_env=doc.text_field(raw, f"{where}.api_key_env", "api_key_env", None),
         rpm=limits["rpm"] or None, tpm=limits["tpm"] or None, concurrency=concurrency,
         timeout_s=float(timeout_s), max_attempts=max_attempts, embedded=embedded,
         send_seed=doc.get(raw, f"{where}.send_seed", "send_seed", bool, True))
+
+
+def _refuse_repeats(doc: TomlFile, field: str, values: list[str], suffix: str = "",
+                    why: str = "each may be listed once") -> None:
+    """A name listed twice would plan its jobs twice (or never sample one of them)."""
+    seen: dict[str, int] = {}
+    for index, value in enumerate(values):
+        if value in seen:
+            raise doc.error(f"{field}[{index}]{suffix}", f"{value!r} is listed twice (also {field}[{seen[value]}]); "
+                                                         f"{why}")
+        seen[value] = index
+
+
+def _load_params(doc: TomlFile, table: dict[str, Any], field: str) -> dict[str, Any]:
+    """A params table with every known sampling parameter checked: a bad value must stop the
+    run at load, not in the middle of it."""
+    params: dict[str, Any] = doc.get(table, field, "params", dict, {})
+    for key, value in params.items():
+        where = f"{field}.{key}"
+        if key in _PARAMS_SET_BY_PIPELINE:
+            raise doc.error(where, f"is set by {_PARAMS_SET_BY_PIPELINE[key]}, not in params")
+        if key == "stop":
+            if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                raise doc.error(where, "must be a string or a list of strings")
+            continue
+        if key not in _PARAM_RANGES:
+            continue
+        kind, low, high = _PARAM_RANGES[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind == "int" and not isinstance(value, int)) or not math.isfinite(value):
+            raise doc.error(where, f"must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f"from {low:g} to {high:g}" if low is not None and high is not None
+                      else f">= {low:g}" if low is not None else f"<= {high:g}")
+            raise doc.error(where, f"must be {bounds}, got {value!r}")
+    return params

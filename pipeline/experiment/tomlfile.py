@@ -26,6 +26,10 @@ class TomlFile:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(path, None, f"cannot read file ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raw = path.read_bytes()
+            raise ConfigError(path, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                                          "save the file as UTF-8", line=raw.count(b"\n", 0, exc.start) + 1) from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -108,8 +108,84 @@ def connect_writer(path: Path, timeout_s: float, on_wait: Callable[[float], None
                          timeout_s=timeout_s, what=f"writing {path}", on_wait=on_wait)
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DUCKDB_MAGIC = b"DUCK"   # bytes 8-11 of every DuckDB file
+
+
+def check_database_file(path: Path, *, writing: bool) -> None:
+    """Refuse a `--db` that cannot be a results database, in one line and before DuckDB
+    touches it (DuckDB would overwrite nothing, but it would try to download its SQLite
+    extension for a SQLite file, and a directory or text file gives a traceback)."""
+    if path.is_dir():
+        raise PipelineError(f"{path}: is a directory, not a database file (give a file, e.g. {path / 'results.duckdb'})")
+    if path.exists():
+        if not path.is_file():
+            raise PipelineError(f"{path}: is not a regular file")
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(16)
+        except OSError as exc:
+            raise PipelineError(f"{path}: cannot be read ({exc.strerror})") from None
+        if head.startswith(SQLITE_MAGIC):
+            raise PipelineError(f"{path}: is a SQLite database, not a DuckDB database (give another --db)")
+        if not head:
+            raise PipelineError(f"{path}: is an empty file, not a DuckDB database (delete it to start a new one)")
+        if head[8:12] != DUCKDB_MAGIC:
+            raise PipelineError(f"{path}: is not a DuckDB database (give another --db)")
+        if writing and not os.access(path, os.W_OK):
+            raise PipelineError(f"{path}: is read-only (not writable), and this command writes to it")
+    elif not writing:
+        raise PipelineError(f"{path}: no such database (run `pipeline sample` first)")
+    if writing:
+        folder = path.absolute().parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise PipelineError(f"{path}: {folder} is not a directory")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PipelineError(f"{path}: its folder {folder} is not writable (DuckDB writes its log next to "
+                                "the database)")
+
+
+def check_schema(path: Path, timeout_s: float) -> bool:
+    """Whether an existing database needs an upgrade, looked at read-only: a foreign (tables
+    but no `meta`), newer or damaged database is refused without being opened for writing."""
+    try:
+        con = retry_on_lock(lambda: duckdb.connect(str(path), read_only=True), timeout_s=timeout_s,
+                            what=f"reading {path}")
+    except duckdb.Error as exc:
+        raise PipelineError(f"{path}: cannot be opened as a DuckDB database ({str(exc).splitlines()[0]})") from None
+    return _needs_upgrade(path, con)
+
+
+def refuse_foreign_database(path: Path) -> None:
+    """`check_schema` without waiting, for a command about to make its lock and batch files
+    next to `path`: a database another process holds right now is checked by `open_database`."""
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        if is_lock_error(exc):
+            return
+        raise PipelineError(f"{path}: cannot be opened as a DuckDB database ({str(exc).splitlines()[0]})") from None
+    _needs_upgrade(path, con)
+
+
+def _needs_upgrade(path: Path, con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        return schema.needs_upgrade(con)
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
+    finally:
+        con.close()
+
+
 def open_database(path: Path, timeout_s: float = 3600.0) -> None:
-    """Create the database, or bring one written by an earlier release to today's schema."""
+    """Create the database, or bring one written by an earlier release to today's schema.
+    An existing file is looked at read-only first: a foreign or newer database is refused
+    without ever being opened for writing, and an up-to-date one is not touched."""
+    check_database_file(path, writing=True)
+    if path.exists() and not check_schema(path, timeout_s):
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     con = connect_writer(path, timeout_s)
     try:
@@ -123,12 +199,14 @@ def open_database(path: Path, timeout_s: float = 3600.0) -> None:
         con.close()
 
 
-def open_reader(path: Path, timeout_s: float = 10.0) -> duckdb.DuckDBPyConnection:
+def open_reader(path: Path, timeout_s: float = 10.0,
+                config: dict[str, str | bool | int | float | list[str]] | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only connection that waits (briefly) for a running writer's batch to end.
-    A database from an earlier release is upgraded first (a short write)."""
-    if not path.exists():
-        raise PipelineError(f"{path}: no such database (run `pipeline sample` first)")
-    con = retry_on_lock(lambda: duckdb.connect(str(path), read_only=True), timeout_s=timeout_s,
+    A database from an earlier release is upgraded first (a short write). `config`: DuckDB
+    settings for the connection (`pipeline sql` locks it down)."""
+    check_database_file(path, writing=False)
+    settings = config or {}
+    con = retry_on_lock(lambda: duckdb.connect(str(path), read_only=True, config=settings), timeout_s=timeout_s,
                         what=f"reading {path}")
     try:
         outdated = schema.needs_upgrade(con)
@@ -139,7 +217,7 @@ def open_reader(path: Path, timeout_s: float = 10.0) -> duckdb.DuckDBPyConnectio
         return con
     con.close()
     open_database(path, timeout_s)
-    return retry_on_lock(lambda: duckdb.connect(str(path), read_only=True), timeout_s=timeout_s,
+    return retry_on_lock(lambda: duckdb.connect(str(path), read_only=True, config=settings), timeout_s=timeout_s,
                          what=f"reading {path}")
 
 

@@ -21,7 +21,13 @@ import duckdb
 import orjson
 import structlog
 
-from pipeline.store.connection import connect_writer, lock_inode, open_database
+from pipeline.store.connection import (
+    check_database_file,
+    connect_writer,
+    lock_inode,
+    open_database,
+    refuse_foreign_database,
+)
 from pipeline.store.queries import sql
 from pipeline.store.schema import table_columns
 
@@ -75,6 +81,9 @@ TABLES = {
 
 class Store:
     def __init__(self, path: Path, lock_timeout_s: float = 3600.0):
+        check_database_file(path, writing=True)   # before any lock or batch file is made next to it
+        if path.exists():
+            refuse_foreign_database(path)           # a foreign or newer database, likewise
         self.path = path
         self.lock_timeout_s = lock_timeout_s
         self._tmpdir: Path | None = None   # made on the first insert, removed by close()
@@ -148,6 +157,7 @@ class Store:
         if not rows:
             return
         spec = TABLES[table]
+        rows = _one_per_key(rows, spec)
         path = self._batch_dir() / f"{table}.ndjson"
         path.write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
         source = _read_ndjson(path, table_columns(table))
@@ -173,6 +183,17 @@ class Store:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+
+def _one_per_key(rows: Sequence[dict[str, Any]], spec: TableSpec) -> Sequence[dict[str, Any]]:
+    """One row per key within a batch: the last for replacing tables (as if written one by
+    one), the first for the others (a stored row is never replaced)."""
+    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row.get(name) for name in spec.key)
+        if spec.replace or key not in by_key:
+            by_key[key] = row
+    return rows if len(by_key) == len(rows) else list(by_key.values())
 
 
 def remove_stale_batch_dirs(db_path: Path) -> None:

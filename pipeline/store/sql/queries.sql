@@ -86,3 +86,8 @@ SELECT DISTINCT m.name
 FROM (SELECT unnest(from_json(config -> 'models', '[{"name": "VARCHAR", "embedded": "BOOLEAN"}]')) AS m
       FROM runs WHERE config IS NOT NULL)
 WHERE m.embedded;
+
+-- name: run_top_error
+-- The summary of a run in which every job failed says why: its most common error.
+SELECT error, count(*) AS jobs FROM jobs WHERE run_id = ? AND status = 'failed'
+GROUP BY error ORDER BY jobs DESC, error LIMIT 1;
