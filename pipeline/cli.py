@@ -38,6 +38,7 @@ from pipeline.sampling.embedded import start_embedded_models
 from pipeline.sampling.engine import EngineResult
 from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
 from pipeline.sampling.runner import RunResult, sample
+from pipeline.sampling.truncation import cap_warnings, truncation_lines
 from pipeline.store.adhoc import check_read_only, open_sql_reader, refused_file_access
 from pipeline.store.connection import WaitAbandoned, open_reader, run_lock, stop_waiting
 from pipeline.store.queries import sql
@@ -189,15 +190,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def print_dry_run(cells: list[Cell], db: Path) -> int:
+    warnings: list[str] = []
     if db.exists():
         con = open_reader(db)
         try:
             done = load_done(con, cells)
+            warnings = cap_warnings(con, list({id(c.model): c.model for c in cells}.values()))
         finally:
             con.close()
     else:
         done = DoneIndex(cells)
     print(describe_plan(cells, done))
+    for warning in warnings:
+        print(warning)
     return 0
 
 
@@ -326,12 +331,25 @@ def print_summary(result: RunResult, db: Path, embedded: bool) -> None:
     if result.stored_failed and not result.stored_done:
         lines.append(f"  every job of this run failed ({result.stored_failed}); most common error: "
                      f"{top_error(db, result.run_id)}")
+    lines += run_truncation(db, result.run_id)
     if embedded:
         lines.append("  note: the embedded model (SmolLM2-135M) is a tiny model for offline runs and pipeline "
                      "checks, not for findings; see README 'Real models' to sample gpt-4-*, vLLM, Ollama, ...")
     if left:
         lines.append("  run the same command again to finish the pending jobs")
     print("\n".join(lines))
+
+
+def run_truncation(db: Path, run_id: str) -> list[str]:
+    """This run's final replies cut off at max_tokens, per model (nothing if it cannot be read)."""
+    try:
+        con = open_reader(db)
+    except PipelineError:
+        return []
+    try:
+        return truncation_lines(con, run_id)
+    finally:
+        con.close()
 
 
 def top_error(db: Path, run_id: str) -> str:
@@ -360,6 +378,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         con.sql("SELECT * FROM cell_status").show(max_rows=1000, max_width=200)
         print("recent runs:")
         con.sql(sql("recent_runs")).show(max_width=200)
+        print("\n".join(["final replies:", *truncation_lines(con)]))
     finally:
         con.close()
     return 0

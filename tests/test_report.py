@@ -124,6 +124,19 @@ def test_report_corrected_with_human_labels(tmp_path: Path) -> None:
     assert "| 80.0% (10) |" in markdown  # per cell, next to the rates
 
 
+def test_report_lists_cut_off_replies_per_cell(tmp_path: Path) -> None:
+    db = small_db(tmp_path / "r.duckdb")
+    con = duckdb.connect(str(db))
+    ids = [job_id for (job_id,) in con.execute("SELECT job_id FROM jobs WHERE scenario = 'insider_trading'").fetchall()]
+    con.execute("UPDATE jobs SET run_id = 'r1' WHERE scenario = 'insider_trading'")
+    con.executemany("INSERT INTO responses (job_id, run_id, call, finish_reason) VALUES (?, 'r1', 'final', ?)",
+                    [(job_id, "length" if i < 3 else "stop") for i, job_id in enumerate(ids)])
+    con.close()
+    out = tmp_path / "report"
+    markdown = assert_outputs(write_report(db, out), out)
+    assert "insider_trading/default/sampled/gpt-x: 3 final replies cut off at max_tokens" in markdown
+
+
 def test_report_says_when_the_judge_was_never_checked(tmp_path: Path) -> None:
     out = tmp_path / "report"
     markdown = assert_outputs(write_report(small_db(tmp_path / "r.duckdb"), out), out)

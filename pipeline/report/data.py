@@ -29,6 +29,7 @@ class ReportData:
     accuracy: list[Row] = field(default_factory=list)   # judge_accuracy rows of this judge
     corrected: list[Row] = field(default_factory=list)  # rates_corrected rows of this judge
     embedded_models: list[str] = field(default_factory=list)
+    truncated: list[Row] = field(default_factory=list)  # per cell: final replies cut at max_tokens
 
     def sampled(self) -> list[Row]:
         return [r for r in self.rates if r["branch"] == "sampled"]
@@ -61,4 +62,5 @@ def load(con: duckdb.DuckDBPyConnection, judge: str, corrected: bool = False) ->
         accuracy=fetch(con, "SELECT * FROM judge_accuracy WHERE judge = ?", by_judge),
         corrected=fetch(con, "SELECT * FROM rates_corrected WHERE judge = ?", by_judge) if corrected else [],
         embedded_models=[name for (name,) in con.execute(sql("embedded_models")).fetchall()],
+        truncated=fetch(con, sql("truncation_by_cell")),
     )

@@ -79,6 +79,9 @@ def agreement_table(rows: Sequence[Row]) -> list[str]:
 def coverage_notes(data: ReportData) -> list[str]:
     """Everything a reader needs to know is absent before trusting the numbers."""
     notes = no_label_notes(data) + planned_cell_notes(data) + missing_branch_notes(data)
+    notes += [f"{r['scenario']}/{r['variant']}/{r['branch']}/{r['model']}: {r['cut']} final replies cut off at "
+              "max_tokens (graded unclear where they stop before deciding; raise max_tokens)"
+              for r in data.truncated]
     notes += [f"{r['scenario']}/{r['variant']}/{r['branch']}/{r['model']}: no unethical output, so "
               "consistency and CoT-if-unethical are undefined" for r in data.rates if r["unethical"] == 0]
     notes += [f"{r['scenario']}/{r['variant']}/{r['branch']}/{r['model']}: {r['n_unclear']} of {r['n']} "

@@ -91,3 +91,24 @@ WHERE m.embedded;
 -- The summary of a run in which every job failed says why: its most common error.
 SELECT error, count(*) AS jobs FROM jobs WHERE run_id = ? AND status = 'failed'
 GROUP BY error ORDER BY jobs DESC, error LIMIT 1;
+
+-- name: truncation_by_model
+-- Final replies cut off at max_tokens, per model; $run_id NULL = every run.
+SELECT j.model, count(*) FILTER (WHERE r.finish_reason = 'length') AS cut, count(*) AS total
+FROM jobs j JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
+WHERE j.status = 'done' AND ($run_id IS NULL OR j.run_id = $run_id)
+GROUP BY j.model ORDER BY j.model;
+
+-- name: reply_lengths_by_model
+-- What earlier replies of each model needed: the cap they were sent with, how many hit it, and
+-- the longest reply that ended by itself.
+SELECT model, TRY_CAST(request_params ->> 'max_tokens' AS INTEGER) AS max_tokens,
+       count(*) FILTER (WHERE finish_reason = 'length') AS cut, count(*) AS total,
+       max(completion_tokens) FILTER (WHERE finish_reason = 'stop') AS longest_complete
+FROM responses WHERE error IS NULL
+GROUP BY ALL ORDER BY model, max_tokens;
+
+-- name: truncation_by_cell
+SELECT scenario, variant, branch, model, count(*) AS cut
+FROM final_responses WHERE finish_reason = 'length'
+GROUP BY ALL ORDER BY ALL;
