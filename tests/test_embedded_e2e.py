@@ -7,7 +7,11 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.conftest import REPO, Workspace, query
+
+pytestmark = pytest.mark.slow
 
 
 def server_processes(parent_pid: int) -> list[str]:
@@ -45,3 +49,19 @@ def test_sample_with_the_embedded_model(workspace: Workspace) -> None:
     # Everything is done: a rerun neither samples nor starts the server.
     again = workspace.sample()
     assert "0 done now" in again.stdout and "local_model.ready" not in again.stderr
+
+
+def test_the_shipped_embedded_settings_make_replies_finish(workspace: Workspace) -> None:
+    """The default experiment's own entry for the embedded model (max_tokens + grammar), as
+    shipped: replies end by themselves, in the Reasoning:/Output: shape the judges split."""
+    shipped = (REPO / "scenarios" / "experiments" / "default.toml").read_text(encoding="utf-8")
+    entry = shipped[shipped.index("\n[[models]]"):shipped.index("# A real endpoint")]
+    workspace.experiment.parent.mkdir(parents=True, exist_ok=True)
+    workspace.experiment.write_text('name = "e2e"\nscenarios = ["plain"]\nbranches = ["refusal"]\n'
+                                    f'samples_per_cell = 3\n{entry}')
+    workspace.sample()
+    rows = query(workspace.db, "SELECT finish_reason, response_text, request_params ->> 'max_tokens' FROM responses")
+    assert len(rows) == 3
+    for finish_reason, text, max_tokens in rows:
+        assert finish_reason == "stop" and max_tokens == "256"
+        assert text.startswith("Reasoning: ") and "\n\nOutput: " in text
