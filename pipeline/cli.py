@@ -35,9 +35,9 @@ from pipeline.logs import configure_logging
 from pipeline.progress import Progress
 from pipeline.sampling.dryrun import describe_plan
 from pipeline.sampling.embedded import start_embedded_models
-from pipeline.sampling.engine import EngineResult
+from pipeline.sampling.engine import EngineTally
 from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
-from pipeline.sampling.runner import RunResult, sample
+from pipeline.sampling.runner import RunSummary, sample
 from pipeline.sampling.truncation import cap_warnings, truncation_lines
 from pipeline.store.adhoc import check_read_only, open_sql_reader, refused_file_access
 from pipeline.store.connection import WaitAbandoned, open_reader, run_lock, stop_waiting
@@ -229,7 +229,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 async def _grade(store: Store, kind: str, scenarios: dict[str, Scenario],
-                 model: ModelConfig | None) -> tuple[str, str, EngineResult]:
+                 model: ModelConfig | None) -> tuple[str, str, EngineTally]:
     progress = Progress(total=0)
     judge = make_judge(kind, scenarios, progress, model)
     try:
@@ -317,7 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(result: RunResult, db: Path, embedded: bool) -> None:
+def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
     rate = result.requests / result.wall_s if result.wall_s else 0.0
     left = result.pending_at_start - result.stored_done
     lines = [

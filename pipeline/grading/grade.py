@@ -20,7 +20,7 @@ from pipeline.experiment.scenarios import Scenario
 from pipeline.grading.evaluate import Labelled
 from pipeline.grading.judge import UNCLEAR, FinalResponse, Judge, judgment_row
 from pipeline.progress import Progress
-from pipeline.sampling.engine import EngineResult, Stream, recover_journal, run_engine
+from pipeline.sampling.engine import EngineTally, Stream, recover_journal, run_engine
 from pipeline.sampling.journal import Journal
 from pipeline.store.queries import sql
 from pipeline.store.writer import Outcome, Store
@@ -29,7 +29,7 @@ log = structlog.get_logger()
 PAGE = 1000
 
 
-async def grade(store: Store, judge: Judge, scenarios: dict[str, Scenario], progress: Progress) -> EngineResult:
+async def grade(store: Store, judge: Judge, scenarios: dict[str, Scenario], progress: Progress) -> EngineTally:
     """Label every final response `judge` (this version) has not labelled yet."""
     journal = Journal(store.path)
     await anyio.to_thread.run_sync(recover_journal, journal, store)

@@ -1,4 +1,4 @@
-"""One chat-completion call to an OpenAI-compatible endpoint: a `ChatResult` or a `CallFailed`.
+"""One chat-completion call to an OpenAI-compatible endpoint: a `Completion` or a `CallFailed`.
 
 The client only reports what happened (status, error code, headers, a redacted message);
 what to do about it is `retry.decide`'s job.
@@ -27,7 +27,9 @@ class CallFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatResult:
+class Completion:
+    """One successful chat completion, as the server sent it."""
+
     text: str
     finish_reason: str | None
     prompt_tokens: int | None
@@ -61,7 +63,7 @@ class ChatClient:
             connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
         )
 
-    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> ChatResult:
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Completion:
         """The one boundary for server-derived text: every message and reply leaving this
         method is redacted (the key, any `Bearer` token), whatever path produced it."""
         try:
@@ -73,7 +75,7 @@ class ChatClient:
             result = replace(result, text=self.redact(result.text))
         return result
 
-    async def _complete(self, body: dict[str, Any], headers: dict[str, str] | None) -> ChatResult:
+    async def _complete(self, body: dict[str, Any], headers: dict[str, str] | None) -> Completion:
         started = time.monotonic()
         try:
             with anyio.fail_after(self._deadline_s):
@@ -160,7 +162,7 @@ def _error_details(content: bytes) -> tuple[str | None, str]:
     return None, content[:300].decode("utf-8", "replace").strip() or "(empty body)"
 
 
-def _parse_completion(content: bytes, latency: float) -> ChatResult:
+def _parse_completion(content: bytes, latency: float) -> Completion:
     try:
         data = orjson.loads(content)
         choice = data["choices"][0]
@@ -171,7 +173,7 @@ def _parse_completion(content: bytes, latency: float) -> ChatResult:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     text, truncated = cap_text(text)
-    return ChatResult(text=text, finish_reason=choice.get("finish_reason"),
+    return Completion(text=text, finish_reason=choice.get("finish_reason"),
                       prompt_tokens=usage.get("prompt_tokens"),
                       completion_tokens=usage.get("completion_tokens"),
                       latency_s=latency, status=200, truncated=truncated)

@@ -54,7 +54,9 @@ class Stream(Generic[Item]):
 
 
 @dataclass
-class EngineResult:
+class EngineTally:
+    """What the engine stored (kept in step with each commit) and how it ended."""
+
     status: str = "completed"          # completed | interrupted | failed
     stored_ok: int = 0
     stored_failed: int = 0
@@ -62,10 +64,10 @@ class EngineResult:
 
 
 async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal, progress: Progress,
-                     run_id: str | None = None) -> EngineResult:
+                     run_id: str | None = None) -> EngineTally:
     """Run every stream to its end (or a signal); `run_id` names the `runs` row whose
     counters are kept in step with each commit."""
-    result = EngineResult()
+    result = EngineTally()
     send, receive = anyio.create_memory_object_stream[Outcome](STREAM_BUFFER)
     reporter = ProgressReporter(progress)
     async with anyio.create_task_group() as outer:
@@ -87,7 +89,7 @@ async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal,
 
 
 def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: MemoryObjectSendStream[Outcome],
-                  progress: Progress, result: EngineResult) -> None:
+                  progress: Progress, result: EngineTally) -> None:
     send_items, receive_items = anyio.create_memory_object_stream[Any](max(1, len(stream.workers)))
     tg.start_soon(_produce, stream.items, send_items)
     with receive_items:
@@ -105,7 +107,7 @@ async def _produce(items: Iterator[Any], send: ObjectSendStream[Any]) -> None:
 
 
 async def _work(worker: Worker[Any], items: ObjectReceiveStream[Any], outcomes: ObjectSendStream[Outcome],
-                progress: Progress, result: EngineResult) -> None:
+                progress: Progress, result: EngineTally) -> None:
     async with items, outcomes:
         async for item in items:
             try:
@@ -155,7 +157,7 @@ class PendingBatch:
         return taken
 
 
-async def _write(receive: ObjectReceiveStream[Outcome], store: Store, journal: Journal, result: EngineResult,
+async def _write(receive: ObjectReceiveStream[Outcome], store: Store, journal: Journal, result: EngineTally,
                  run_id: str | None, finished: anyio.Event) -> None:
     """The only writer. Journaling and committing are separate tasks, so outcomes are
     journaled even while a commit is running."""
@@ -196,7 +198,7 @@ async def _journal(receive: ObjectReceiveStream[Outcome], pending: PendingBatch)
     pending.closed.set()
 
 
-async def _commit(batch: list[Outcome], store: Store, journal: Journal, result: EngineResult,
+async def _commit(batch: list[Outcome], store: Store, journal: Journal, result: EngineTally,
                   run_id: str | None) -> bool:
     """Commit one batch; False if the user stopped while the database was unavailable."""
     failed = sum(1 for outcome in batch if outcome.failed)
@@ -276,7 +278,7 @@ async def _report(reporter: ProgressReporter) -> None:
         reporter.tick()
 
 
-async def _cancel_on_signal(scope: anyio.CancelScope, result: EngineResult) -> None:
+async def _cancel_on_signal(scope: anyio.CancelScope, result: EngineTally) -> None:
     """First signal: stop sending, store what is finished (waits for the database give up at
     once: the journal keeps it). Second: exit now; finished work is in the journal."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

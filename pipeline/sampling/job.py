@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from pipeline.experiment.scenarios import Message
-from pipeline.sampling.lane import CallOutcome, Lane
+from pipeline.sampling.lane import CallRecord, Lane
 from pipeline.sampling.plan import Job
 from pipeline.store.writer import Outcome, utc_now
 
@@ -44,7 +44,7 @@ def _outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str,
     return Outcome({"jobs": [_job_row(job, run_id, error)], "responses": responses}, failed=error is not None)
 
 
-async def _call(lane: Lane, job: Job, call: str, messages: list[Message]) -> CallOutcome:
+async def _call(lane: Lane, job: Job, call: str, messages: list[Message]) -> CallRecord:
     # Correlation headers let server-side logs (and the test server) tie requests to jobs.
     headers = {"X-Pipeline-Job-Id": job.job_id, "X-Pipeline-Call": call}
     return await lane.call(messages, job.seed, headers)
@@ -60,7 +60,7 @@ def _job_row(job: Job, run_id: str, error: str | None) -> dict[str, Any]:
 
 
 def _response_row(job: Job, lane: Lane, run_id: str, call: str, messages: list[Message],
-                  outcome: CallOutcome) -> dict[str, Any]:
+                  outcome: CallRecord) -> dict[str, Any]:
     return {"job_id": job.job_id, "run_id": run_id, "call": call, "model": lane.model.name,
             "base_url": lane.base_url, "request_messages": messages,
             "request_params": lane.request_params(job.seed),

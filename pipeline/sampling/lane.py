@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.experiment.config import DEFAULT_MAX_TOKENS, ModelConfig
 from pipeline.experiment.scenarios import Message
 from pipeline.progress import Progress
-from pipeline.sampling.client import CallFailed, ChatClient, ChatResult
+from pipeline.sampling.client import CallFailed, ChatClient, Completion
 from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket
 from pipeline.sampling.retry import Action, EndpointError, RetryPolicy, decide
 
@@ -27,8 +27,9 @@ log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
-class CallOutcome:
-    """The last attempt of one call: a response, or the error that ended it."""
+class CallRecord:
+    """One call as stored (a `responses` row): its last attempt's answer, or the error that
+    ended it, and how many attempts it took."""
 
     text: str | None
     finish_reason: str | None
@@ -66,7 +67,7 @@ class Lane:
             params["seed"] = seed
         return params
 
-    async def call(self, messages: list[Message], seed: int, headers: dict[str, str]) -> CallOutcome:
+    async def call(self, messages: list[Message], seed: int, headers: dict[str, str]) -> CallRecord:
         """One call with retries. Raises EndpointError when the endpoint itself is unusable."""
         body = {**self.request_params(seed), "messages": messages}
         reserve = estimate_tokens(messages) + int(self.model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
@@ -87,13 +88,13 @@ class Lane:
                     raise self.dead from None
                 if decision.action is Action.FAIL_JOB:
                     message = failure.message if attempts == 1 else f"{decision.reason}: {failure.message}"
-                    return CallOutcome(None, None, None, None, None, attempts, failure.status, message)
+                    return CallRecord(None, None, None, None, None, attempts, failure.status, message)
                 if decision.pause_lane:
                     rate_limited_s += decision.delay_s
                     self._pause(decision.delay_s)
                 await self._wait_retry(decision.delay_s)
                 continue
-            return CallOutcome(result.text, result.finish_reason, result.prompt_tokens,
+            return CallRecord(result.text, result.finish_reason, result.prompt_tokens,
                                result.completion_tokens, result.latency_s, attempts, result.status, None,
                                result.truncated)
 
@@ -103,7 +104,7 @@ class Lane:
             self.dead = EndpointError(f"{self.base_url}: {message}", status)
             self._died.set()
 
-    async def _send(self, body: dict[str, Any], headers: dict[str, str], reserve: int) -> ChatResult:
+    async def _send(self, body: dict[str, Any], headers: dict[str, str], reserve: int) -> Completion:
         if self.dead:
             raise self.dead
         await self.concurrency.acquire()

@@ -32,7 +32,9 @@ T = TypeVar("T")
 
 
 @dataclass
-class RunResult:
+class RunSummary:
+    """What `pipeline sample` prints at the end and returns as its exit status."""
+
     run_id: str
     status: str              # completed | interrupted | failed
     planned: int
@@ -56,12 +58,12 @@ def lane_workers(lanes: list[Lane], run_id: str) -> list[partial[Any]]:
             for lane in lanes for _ in range(lane.model.concurrency)]
 
 
-async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str]) -> RunResult:
+async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str]) -> RunSummary:
     journal = Journal(store.path)
     await _interruptible(recover_journal, journal, store)
     done = await _interruptible(_load_done, store, cells)
     planned = sum(cell.n for cell in cells)
-    result = RunResult(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
+    result = RunSummary(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
                        pending_at_start=planned - done.count)
     progress = Progress(total=result.pending_at_start)
     models = models_of(cells)
@@ -125,7 +127,7 @@ async def _interruptible(func: Callable[..., T], *args: Any, recorded: Callable[
     return value
 
 
-def _finish_run(store: Store, result: RunResult) -> None:
+def _finish_run(store: Store, result: RunSummary) -> None:
     """Mark the run; if the database cannot be had (stopping while another process holds it,
     a disk that stays unwritable) say so: the next start marks the run `killed`."""
     warned: list[float] = []
@@ -149,7 +151,7 @@ def _load_done(store: Store, cells: list[Cell]) -> DoneIndex:
         return load_done(con, cells)
 
 
-def _run_row(experiment: Experiment, cells: list[Cell], result: RunResult, argv: list[str]) -> dict[str, Any]:
+def _run_row(experiment: Experiment, cells: list[Cell], result: RunSummary, argv: list[str]) -> dict[str, Any]:
     models = [{"name": m.name, "base_urls": list(m.base_urls), "api_key_env": m.api_key_env,
                "params": m.params, "rpm": m.rpm, "tpm": m.tpm, "concurrency": m.concurrency,
                "embedded": m.embedded} for m in models_of(cells)]
