@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -197,7 +199,10 @@ HOLD = "import duckdb, sys, time\nwhile True:\n    try:\n        c = duckdb.conn
        "    except duckdb.IOException:\n        time.sleep(0.01)\nprint('held', flush=True)\ntime.sleep(120)\n"
 
 
-def test_ctrl_c_while_another_process_holds_the_database_exits_in_seconds(workspace: Workspace) -> None:
+@contextmanager
+def run_meeting_a_held_database(workspace: Workspace, hold_s: float) -> Iterator[subprocess.Popen[str]]:
+    """A sampling run that has sent 30 requests, then finds its database held by another
+    process for `hold_s` seconds (its next batches wait); the holder is ended on exit."""
     with FakeServer(latency=0.02) as server:
         workspace.write_experiment(server.base_url, n=40, concurrency=4)
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
@@ -208,14 +213,19 @@ def test_ctrl_c_while_another_process_holds_the_database_exits_in_seconds(worksp
         holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workspace.db)], stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout and holder.stdout.readline().strip() == "held"
-            time.sleep(1.5)   # the run's next batches wait for the database
-            proc.send_signal(signal.SIGINT)
-            started = time.monotonic()
-            out, err = proc.communicate(timeout=30)
-            assert time.monotonic() - started < 8, err
+            time.sleep(hold_s)
+            yield proc
         finally:
             holder.kill()
             holder.wait()
+
+
+def test_ctrl_c_while_another_process_holds_the_database_exits_in_seconds(workspace: Workspace) -> None:
+    with run_meeting_a_held_database(workspace, hold_s=1.5) as proc:
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 8, err
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Unclosed client session" not in err
     journaled = sum(len(path.read_bytes().splitlines()) for path in workspace.root.glob("*.journal/*.ndjson"))
@@ -228,26 +238,13 @@ def test_ctrl_c_while_another_process_holds_the_database_exits_in_seconds(worksp
 
 
 def test_second_ctrl_c_exits_at_once(workspace: Workspace) -> None:
-    with FakeServer(latency=0.02) as server:
-        workspace.write_experiment(server.base_url, n=40, concurrency=4)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
-                                 "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        while server.stats()["requests"] < 30:
-            time.sleep(0.05)
-        holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workspace.db)], stdout=subprocess.PIPE, text=True)
-        try:
-            assert holder.stdout and holder.stdout.readline().strip() == "held"
-            time.sleep(1.0)
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
-            started = time.monotonic()
-            out, err = proc.communicate(timeout=30)
-            assert time.monotonic() - started < 1.5, err
-        finally:
-            holder.kill()
-            holder.wait()
+    with run_meeting_a_held_database(workspace, hold_s=1.0) as proc:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 1.5, err
     assert proc.returncode == 130 and "Traceback" not in err
 
 
