@@ -325,6 +325,8 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
         f"  jobs: {result.planned} planned, {result.planned - result.pending_at_start} already done, "
         f"{result.stored_done} done now, {result.stored_failed} failed, {left} still pending",
         f"  calls: {result.requests} requests ({rate:.1f}/s), {result.tokens} tokens",
+        f"  rate limits: {result.rate_limited} 429s, {result.limit_wait_s:.1f} s waiting on limits",
+        *(f"  limits: {text}" for text in result.limits),
         f"  data: {db}  (try: python -m pipeline status --db {db})",
     ]
     lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]

@@ -24,6 +24,7 @@ class Progress:
     errors: int = 0          # failed attempts (retried or not)
     rate_limited: int = 0    # 429 answers
     retrying: int = 0        # calls currently waiting to retry
+    limit_wait_s: float = 0.0  # time lanes were held by rate limits (429s, resets, window boundaries)
     started: float = field(default_factory=time.monotonic)
     _samples: deque[tuple[float, int, int, int]] = field(default_factory=deque)
 
@@ -50,7 +51,7 @@ class Progress:
         pct = 100.0 * s["finished"] / self.total if self.total else 100.0
         return (f"{s['finished']}/{self.total} jobs ({pct:.1f}%) | {s['req_per_s']:.1f} req/s "
                 f"{s['tok_per_s']:.0f} tok/s | failed {self.failed} errors {self.errors} "
-                f"429s {self.rate_limited} retrying {self.retrying} | ETA {eta}")
+                f"429s {self.rate_limited} (waited {self.limit_wait_s:.0f} s) retrying {self.retrying} | ETA {eta}")
 
 
 class ProgressReporter:
@@ -71,6 +72,7 @@ class ProgressReporter:
             log.info("progress", done=s["finished"], total=self.progress.total, failed=self.progress.failed,
                      req_per_s=round(float(s["req_per_s"]), 1), tok_per_s=round(float(s["tok_per_s"])),
                      errors=self.progress.errors, rate_limited=self.progress.rate_limited,
+                     limit_wait_s=round(self.progress.limit_wait_s, 1),
                      retrying=self.progress.retrying,
                      eta=_duration(s["eta_s"]) if s["eta_s"] is not None else None)
 

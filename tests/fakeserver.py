@@ -62,6 +62,9 @@ class Knobs:
     seed: int | None = None
     reply: str = DEFAULT_REPLY
     echo_key: str = ""   # answer every chat by echoing the Authorization header: 429/500/400/401/200/http
+    fixed_window: float | None = None   # LiteLLM's limiter: rpm/tpm per clock-aligned window of S s
+    litellm_429: bool = False    # 429s carry only `llm_provider-retry-after: <window>`, as LiteLLM's
+    limit_headers: bool = True   # successes carry x-ratelimit-* (False: a server that says nothing)
 
 
 class Reply(NamedTuple):
@@ -123,6 +126,33 @@ class Bucket:
                 (f"x-ratelimit-reset-{self.kind}", duration(self.used / self.rate)))
 
 
+class FixedWindow:
+    """LiteLLM's limiter (`enforce_model_rate_limits`): a count per clock-aligned window (the
+    calendar minute at 60 s) that rejected requests raise too; its headers give limit and
+    remaining, never a reset, and its 429s no standard timing at all."""
+
+    def __init__(self, kind: str, limit: float, window_s: float):
+        self.kind = kind
+        self.limit = limit
+        self.window_s = window_s
+        self.index = -1
+        self.used = 0.0
+
+    def admit(self, cost: float) -> bool:
+        """Count `cost` (requests count even when refused) and say whether it fits."""
+        index = int(time.time() // self.window_s)
+        if index != self.index:
+            self.index, self.used = index, 0.0
+        fits = self.used + cost <= self.limit
+        if fits or self.kind == "requests":
+            self.used += cost
+        return fits
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return ((f"x-ratelimit-limit-{self.kind}", str(int(self.limit))),
+                (f"x-ratelimit-remaining-{self.kind}", str(max(0, int(self.limit - self.used)))))
+
+
 def content_chars(messages: list[dict[str, Any]]) -> int:
     """Characters of all message contents, including text parts of multi-part contents."""
     total = 0
@@ -150,6 +180,7 @@ class App:
         self.knobs = knobs
         self.rng = random.Random(knobs.seed)
         self.buckets = self._make_buckets()
+        self.windows = self._make_windows()
         self.all_429_until = 0.0
         self.completions = 0
         self.in_flight = 0
@@ -164,13 +195,20 @@ class App:
 
     def _make_buckets(self) -> list[Bucket]:
         limits = (("requests", self.knobs.rpm), ("tokens", self.knobs.tpm))
-        return [Bucket(kind, limit) for kind, limit in limits if limit]
+        return [Bucket(kind, limit) for kind, limit in limits if limit] if not self.knobs.fixed_window else []
+
+    def _make_windows(self) -> list[FixedWindow]:
+        window_s = self.knobs.fixed_window
+        limits = (("requests", self.knobs.rpm), ("tokens", self.knobs.tpm))
+        return [FixedWindow(kind, limit, window_s) for kind, limit in limits if limit] if window_s else []
 
     def reset(self) -> None:
         self.requests = 0
         self.by_status: Counter[str] = Counter()
         self.calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.max_in_flight = self.in_flight
+        self.rejected_by_window: Counter[str] = Counter()   # fixed-window mode: 429s per window index
+        self.first_window: int | None = None
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         route = self.routes.get((method, path.split("?", 1)[0]))
@@ -188,7 +226,8 @@ class App:
 
     def stats(self, headers: dict[str, str], body: bytes) -> Reply:
         return json_reply(200, {"requests": self.requests, "by_status": self.by_status,
-                                "calls": self.calls, "max_in_flight": self.max_in_flight})
+                                "calls": self.calls, "max_in_flight": self.max_in_flight,
+                                "rejected_by_window": self.rejected_by_window, "first_window": self.first_window})
 
     def reset_endpoint(self, headers: dict[str, str], body: bytes) -> Reply:
         self.reset()
@@ -209,8 +248,8 @@ class App:
                 self.knobs.bad_seeds = parse_seeds(value) if isinstance(value, str) else frozenset(value)
             else:
                 setattr(self.knobs, name, value)
-        if "rpm" in changes or "tpm" in changes:
-            self.buckets = self._make_buckets()
+        if {"rpm", "tpm", "fixed_window"} & set(changes):
+            self.buckets, self.windows = self._make_buckets(), self._make_windows()
         if "seed" in changes:
             self.rng.seed(self.knobs.seed)
         return json_reply(200, {"ok": True})
@@ -237,7 +276,9 @@ class App:
         self.calls[call][status] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        limit_headers = tuple(h for bucket in self.buckets for h in bucket.headers())
+        limit_headers = tuple(h for limiter in [*self.buckets, *self.windows] for h in limiter.headers())
+        if not knobs.limit_headers or (self.windows and reply.status != 200):
+            limit_headers = ()   # LiteLLM's 429s carry no x-ratelimit-* headers
         return reply._replace(headers=reply.headers + limit_headers, delay=delay, chat=True)
 
     def decide(self, headers: dict[str, str], body: bytes) -> Reply:
@@ -290,6 +331,8 @@ class App:
         if window > 0:
             return json_reply(429, error_body("Rate limit reached for requests (all_429_for_s window, fake server).",
                                               "requests", "rate_limit_exceeded"), retry_headers(window))
+        if self.windows:
+            return self.window_limit(token_cost)
         costs = [1 if bucket.kind == "requests" else token_cost for bucket in self.buckets]
         waits = [bucket.wait_for(cost) for bucket, cost in zip(self.buckets, costs)]
         if not any(waits):
@@ -300,6 +343,22 @@ class App:
         message = (f"Rate limit reached for {bucket.kind} per min: Limit {int(bucket.limit)}, "
                    f"Requested {cost}. Please try again in {duration(wait)}. (fake server)")
         return json_reply(429, error_body(message, bucket.kind, "rate_limit_exceeded"), retry_headers(wait))
+
+    def window_limit(self, token_cost: int) -> Reply | None:
+        """Fixed-window mode: 429 when a window's count is used up, with LiteLLM's message and
+        (with --litellm-429) its only hint, `llm_provider-retry-after` = the window length."""
+        window_s = self.knobs.fixed_window or 60.0
+        index = int(time.time() // window_s)
+        self.first_window = index if self.first_window is None else self.first_window
+        refused = [w for w in self.windows if not w.admit(1 if w.kind == "requests" else token_cost)]
+        if not refused:
+            return None
+        self.rejected_by_window[str(index)] += 1
+        hint = (("llm_provider-retry-after", str(int(window_s))),) if self.knobs.litellm_429 else ()
+        limit = refused[0]
+        return json_reply(429, error_body(
+            f"litellm.RateLimitError: Deployment over defined {limit.kind} limit={int(limit.limit)} (fake server)",
+            "throttling_error", "429"), hint)
 
     def give_back_unused_tokens(self, unused: int) -> None:
         """Admission charges prompt + max_tokens; the unused completion allowance is given
@@ -451,6 +510,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
     parser.add_argument("--seed", type=int, help="random seed for fault draws")
     parser.add_argument("--reply", default=DEFAULT_REPLY, help="str.format template: seed, n_messages, hash")
     parser.add_argument("--echo-key", default="", help="echo the Authorization header: 429/500/400/401/200/http")
+    parser.add_argument("--fixed-window", type=float, help="rpm/tpm count per clock-aligned window of S seconds")
+    parser.add_argument("--litellm-429", action="store_true", help="429s carry only llm_provider-retry-after")
+    parser.add_argument("--no-limit-headers", dest="limit_headers", action="store_false",
+                        help="send no x-ratelimit-* headers")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port
@@ -467,11 +530,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def knob_flags(knobs: dict[str, Any]) -> list[str]:
-    """latency=0.4 -> --latency 0.4; bad_seeds=[3, 7] -> --bad-seeds 3,7; True -> bare flag."""
+    """latency=0.4 -> --latency 0.4; bad_seeds=[3, 7] -> --bad-seeds 3,7; True -> bare flag;
+    False for a knob that defaults to True (limit_headers) -> --no-limit-headers."""
     flags: list[str] = []
     for name, value in knobs.items():
         flag = "--" + name.replace("_", "-")
-        if value is True:
+        if value is False and getattr(Knobs, name, None) is True:
+            flags.append("--no-" + name.replace("_", "-"))
+        elif value is True:
             flags.append(flag)
         elif isinstance(value, (list, tuple, set, frozenset)):
             flags += [flag, ",".join(str(v) for v in value)]

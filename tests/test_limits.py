@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from pipeline.sampling import limits
-from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket
+from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket, WindowCounter
 
 
 @pytest.fixture
@@ -168,6 +168,45 @@ def test_increase_is_additive_and_bounded(clock: Clock) -> None:
     limit.limit = 0.5
     limit.on_success()
     assert limit.limit == pytest.approx(1.5)      # the step is at most one
+
+
+def test_slow_start_begins_at_one_and_grows_by_one_per_success(clock: Clock) -> None:
+    limit = AdaptiveConcurrency(8, slow_start=True)
+    assert limit.limit == 1                      # one request until something is known
+    limit.on_success()
+    limit.on_success()
+    assert limit.limit == 3                      # doubling per round trip, not +1/limit
+    limit.widen()                                # the first headers told us the limits
+    assert (limit.limit, limit.slow_start) == (8, False)
+
+
+def test_slow_start_ends_at_the_first_429(clock: Clock) -> None:
+    limit = AdaptiveConcurrency(8, slow_start=True)
+    for _ in range(4):
+        limit.on_success()
+    limit.on_rate_limited()
+    assert limit.limit == pytest.approx(3.5) and not limit.slow_start
+    limit.on_success()
+    assert limit.limit == pytest.approx(3.5 + 1 / 3.5)   # back to additive increase
+    limit.widen()                                          # too late to widen: AIMD governs now
+    assert limit.limit < 8
+
+
+def test_no_slow_start_with_configured_limits_or_a_single_slot() -> None:
+    assert AdaptiveConcurrency(8).limit == 8
+    assert not AdaptiveConcurrency(1, slow_start=True).slow_start
+
+
+def test_window_counter_rolls_over_at_clock_boundaries() -> None:
+    window = WindowCounter(60.0)
+    window.at(120.5).sent += 3
+    window.at(179.9).ok += 2
+    assert (window.sent, window.ok, window.index) == (3, 2, 2)
+    assert window.at(180.0).sent == 0            # a new calendar minute counts from zero
+    window.sync(181.0, 5)                        # the server counted other clients too
+    assert window.sent == 5
+    window.sync(182.0, 2)
+    assert window.sent == 5                      # never below our own count
 
 
 @pytest.mark.anyio

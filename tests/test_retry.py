@@ -6,9 +6,11 @@ import pytest
 
 from pipeline.sampling.client import _error_details
 from pipeline.sampling.retry import (
+    BOUNDARY_MARGIN_S,
     MALFORMED_BODY,
     Action,
     Failure,
+    LimitContext,
     RetryPolicy,
     backoff,
     decide,
@@ -155,7 +157,7 @@ def test_backoff_is_capped() -> None:
     ({"retry-after": "0.25"}, 0.25),
     ({"retry-after-ms": "250"}, 0.25),
     ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),            # ms beats seconds
-    ({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),         # HTTP date: ignored
+    ({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),         # HTTP date: needs `now`
     ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),            # unreadable ms: seconds
     ({"retry-after": "-5"}, 0.0),                                     # negative clamps to 0
     ({"retry-after-ms": "-5"}, 0.0),
@@ -164,6 +166,63 @@ def test_retry_after_seconds(headers: dict[str, str], expected: float | None) ->
     assert retry_after_seconds(headers) == expected
 
 
-def test_429_with_an_http_date_backs_off() -> None:
-    decision = decide(failure(429, retry_after="Wed, 21 Oct 2026 07:28:00 GMT"), 2, 0.0, POLICY, full_jitter)
-    assert decision.action is Action.RETRY and decision.delay_s == 1.0
+def test_429_with_an_http_date_waits_until_then() -> None:
+    now = 1_792_567_670.0   # 2026-10-21T07:27:50Z
+    decision = decide(failure(429, retry_after="Wed, 21 Oct 2026 07:28:00 GMT"), 2, 0.0, POLICY, full_jitter,
+                      LimitContext(now=now))
+    assert decision.action is Action.RETRY and decision.delay_s == pytest.approx(10.0)
+    assert decision.timing == "server"
+
+
+# ---------------------------------------------------------------- 429s of fixed-window limiters
+NOW = 1_795_000_005.0   # 11:06:45Z: 15 s before the next minute, 5 s before the next 10 s window
+
+
+def litellm_429(seconds: str) -> Failure:
+    return Failure("HTTP 429", 429, "429", {"llm_provider-retry-after": seconds})
+
+
+def test_litellm_constant_retry_after_waits_for_the_window_boundary_not_60_s() -> None:
+    decision = decide(litellm_429("60"), 1, 0.0, POLICY, no_jitter, LimitContext(now=NOW))
+    assert decision.delay_s == pytest.approx(15.0 + BOUNDARY_MARGIN_S)   # 11:06:45 -> 11:07:00
+    assert (decision.timing, decision.fixed_window, decision.pause_lane) == ("window boundary", True, True)
+    short = decide(litellm_429("10"), 1, 0.0, POLICY, no_jitter,
+                   LimitContext(now=NOW, window_s=10))
+    assert short.delay_s == pytest.approx(5.0 + BOUNDARY_MARGIN_S) and short.fixed_window
+
+
+def test_a_first_untimed_429_backs_off_a_second_in_the_same_window_waits_for_the_boundary() -> None:
+    first = decide(failure(429), 2, 0.0, POLICY, no_jitter, LimitContext(now=NOW))
+    assert (first.timing, first.fixed_window, first.delay_s) == ("backoff", False, backoff(2, POLICY, no_jitter))
+    second = decide(failure(429), 3, 0.5, POLICY, no_jitter, LimitContext(now=NOW, untimed_in_window=1))
+    assert (second.timing, second.fixed_window) == ("window boundary", True)
+    assert second.delay_s == pytest.approx(15.0 + BOUNDARY_MARGIN_S)
+
+
+def test_once_a_fixed_window_is_known_every_untimed_429_waits_for_the_boundary() -> None:
+    decision = decide(failure(429), 1, 0.0, POLICY, no_jitter, LimitContext(now=NOW, fixed_window=True))
+    assert decision.delay_s == pytest.approx(15.0 + BOUNDARY_MARGIN_S) and decision.timing == "window boundary"
+
+
+def test_precise_timing_wins_over_a_known_fixed_window() -> None:
+    """Sliding windows (OpenAI) keep working as before: the 429 says when."""
+    context = LimitContext(now=NOW, fixed_window=True)
+    assert decide(failure(429, retry_after_ms="1500"), 1, 0.0, POLICY, no_jitter, context).delay_s == 1.5
+    reset = decide(failure(429, x_ratelimit_remaining_requests="0", x_ratelimit_reset_requests="2s"),
+                   1, 0.0, POLICY, no_jitter, context)
+    assert (reset.delay_s, reset.timing) == (2.0, "server")
+    anthropic = decide(failure(429, anthropic_ratelimit_requests_remaining="0",
+                               anthropic_ratelimit_requests_reset="2026-11-18T11:06:48Z"),
+                       1, 0.0, POLICY, no_jitter, LimitContext(now=NOW))
+    assert anthropic.delay_s == pytest.approx(3.0)
+
+
+def test_an_untimed_429_waits_for_a_reset_the_lane_already_knows() -> None:
+    decision = decide(failure(429), 1, 0.0, POLICY, no_jitter, LimitContext(now=NOW, hold_s=4.0))
+    assert (decision.delay_s, decision.timing) == (4.0, "reset")
+
+
+def test_a_retry_after_far_beyond_the_window_still_stops_the_endpoint() -> None:
+    decision = decide(failure(429, retry_after="3600"), 1, 0.0, POLICY, no_jitter,
+                      LimitContext(now=NOW, fixed_window=True))
+    assert decision.action is Action.STOP_ENDPOINT

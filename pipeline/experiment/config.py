@@ -19,7 +19,7 @@ from pipeline.experiment.tomlfile import TomlFile
 _TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "branches",
              "samples_per_cell", "params", "models"}
 _MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", "tpm",
-               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed"}
+               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed", "limit_window_s"}
 DEFAULT_MAX_TOKENS = 512  # when an experiment sets none: room for a Reasoning + Output reply
 DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": DEFAULT_MAX_TOKENS}
 # Sampling parameters checked at load (others are passed through for vendor extensions):
@@ -51,6 +51,7 @@ class ModelConfig:
     max_attempts: int = 6
     embedded: bool = False
     send_seed: bool = True
+    limit_window_s: float = 60.0   # rpm/tpm count per window of this length (a gateway's "minute")
 
     def identity(self) -> dict[str, Any]:
         """What about the model changes its answers: part of every job id (not the URL)."""
@@ -183,13 +184,16 @@ def _load_model(doc: TomlFile, raw: Any, index: int, default_params: dict[str, A
     timeout_s = doc.get(raw, f"{where}.timeout_s", "timeout_s", (int, float), 120.0)
     if concurrency < 1 or max_attempts < 1 or not (math.isfinite(timeout_s) and timeout_s > 0):
         raise doc.error(where, "concurrency and max_attempts must be >= 1 and timeout_s > 0")
+    window_s = doc.get(raw, f"{where}.limit_window_s", "limit_window_s", (int, float), 60.0)
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise doc.error(f"{where}.limit_window_s", "must be > 0 (seconds)")
     return ModelConfig(
         name=name, base_urls=tuple(u.rstrip("/") for u in urls),
         params={**default_params, **_load_params(doc, raw, f"{where}.params")},
         api_key_env=doc.text_field(raw, f"{where}.api_key_env", "api_key_env", None),
         rpm=limits["rpm"] or None, tpm=limits["tpm"] or None, concurrency=concurrency,
         timeout_s=float(timeout_s), max_attempts=max_attempts, embedded=embedded,
-        send_seed=doc.get(raw, f"{where}.send_seed", "send_seed", bool, True))
+        send_seed=doc.get(raw, f"{where}.send_seed", "send_seed", bool, True), limit_window_s=float(window_s))
 
 
 def _refuse_repeats(doc: TomlFile, field: str, values: list[str], suffix: str = "",

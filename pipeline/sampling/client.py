@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import anyio
 import orjson
 
+from pipeline.sampling.ratelimit_headers import Window, windows
 from pipeline.sampling.retry import MALFORMED_BODY, QUOTA_CODES, Failure
 from pipeline.store.writer import cap_text
 
@@ -37,6 +38,7 @@ class Completion:
     latency_s: float
     status: int
     truncated: bool = False   # the text was longer than MAX_TEXT_CHARS and is cut there
+    windows: Mapping[str, Window] = field(default_factory=dict)  # the server's budgets after it
 
 
 class ChatClient:
@@ -94,7 +96,7 @@ class ChatClient:
             headers = {name.lower(): value for name, value in response_headers.items()}
             raise CallFailed(Failure(f"HTTP {status}: {self.redact(message)}", status, code, headers))
         try:
-            return _parse_completion(content, latency)
+            return replace(_parse_completion(content, latency), windows=windows(response_headers, time.time()))
         except ValueError:
             pass
         try:  # the message quotes the body: redact it whole before it is cut short

@@ -3,12 +3,20 @@
 Every call of every job to one base URL goes through its lane, so the lane alone paces
 them: request and token budgets, adaptive concurrency, pauses after a 429. Whether and when
 to retry is decided by the pure function in `retry`.
+
+Limits come from the experiment (configured), the server's headers (advertised) or the
+sequence of 429s and successes (inferred). Until one is known the lane sends one request at
+a time (slow start). A budget the server reports at 0 holds the lane until its reset. A
+limiter found to count in clock-aligned fixed windows (LiteLLM: the calendar minute) is met
+by counting our own requests per window and holding at the boundary, not by smooth pacing,
+which would probe a full window every interval.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +28,18 @@ from pipeline.experiment.config import DEFAULT_MAX_TOKENS, ModelConfig
 from pipeline.experiment.scenarios import Message
 from pipeline.progress import Progress
 from pipeline.sampling.client import CallFailed, ChatClient, Completion
-from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket
-from pipeline.sampling.retry import Action, EndpointError, RetryPolicy, decide
+from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket, WindowCounter
+from pipeline.sampling.ratelimit_headers import Window, exhausted_for, next_boundary_s, relevant
+from pipeline.sampling.retry import (
+    BOUNDARY_MARGIN_S,
+    Action,
+    Decision,
+    EndpointError,
+    Failure,
+    LimitContext,
+    RetryPolicy,
+    decide,
+)
 
 log = structlog.get_logger()
 
@@ -52,11 +70,21 @@ class Lane:
         self.base_url = base_url
         self.progress = progress
         self.client = ChatClient(base_url, api_key, model.timeout_s, model.concurrency)
-        self.requests = TokenBucket(model.rpm) if model.rpm else None
-        self.tokens = TokenBucket(model.tpm) if model.tpm else None
-        self.concurrency = AdaptiveConcurrency(model.concurrency)
+        self.window_s = model.limit_window_s
+        self.window = WindowCounter(self.window_s)
+        self.fixed_window = False            # the limiter counts in clock-aligned windows (inferred)
+        self.limits: dict[str, float] = {}   # requests/tokens per window in force
+        self.sources: dict[str, str] = {}    # ... and where each came from
+        self.requests: TokenBucket | None = None
+        self.tokens: TokenBucket | None = None
+        for kind, value in (("requests", model.rpm), ("tokens", model.tpm)):
+            if value:
+                self._set_limit(kind, value, "configured")
+        self.concurrency = AdaptiveConcurrency(model.concurrency, slow_start=not self.sources)
         self.policy = RetryPolicy(max_attempts=model.max_attempts)
         self.paused_until = 0.0
+        self._held_since = 0.0               # start of the current (or last) hold
+        self._waited_s = 0.0                 # held time of the holds before it
         self.dead: EndpointError | None = None
         self._died = anyio.Event()   # wakes every wait of the lane when the endpoint stops
 
@@ -79,8 +107,8 @@ class Lane:
                 result = await self._send(body, headers, reserve)
             except CallFailed as exc:
                 failure = exc.failure
-                decision = decide(failure, attempts, rate_limited_s, self.policy)
-                self._count_failure(failure.status)
+                decision = decide(failure, attempts, rate_limited_s, self.policy, limits=self._limit_context())
+                self._count_failure(failure, decision)
                 if decision.action is Action.STOP_ENDPOINT:
                     self._stop(failure.message if not decision.reason else f"{failure.message} ({decision.reason})",
                                failure.status)
@@ -113,6 +141,8 @@ class Lane:
                 await self.requests.acquire(1)
             if self.tokens:
                 await self.tokens.acquire(reserve)
+            await self._window_gate()
+            self.window.at(time.time()).sent += 1
             self.progress.requests += 1
             try:
                 result = await self.client.complete(body, headers)
@@ -122,40 +152,130 @@ class Lane:
                 self._adopt_advertised_limits()
                 raise
             self._adopt_advertised_limits()
+            self._observe(result.windows)
             used = (result.prompt_tokens or 0) + (result.completion_tokens or 0)
             if self.tokens and used:
                 self.tokens.refund(max(0, reserve - used))
             self.progress.tokens += used
+            self.window.at(time.time()).ok += 1
             self.concurrency.on_success()
             return result
         finally:
             self.concurrency.release()
 
-    def _count_failure(self, status: int | None) -> None:
-        if status == 429:
-            self.progress.rate_limited += 1
-        else:
+    async def _window_gate(self) -> None:
+        """Hold while the lane is paused, and in a fixed window whose budget we have used up
+        (our own count: the server only tells us with a 429, which LiteLLM counts too)."""
+        while True:
+            await self._wait_if_paused()
+            limit, now = self.limits.get("requests"), time.time()
+            if not (self.fixed_window and limit) or self.window.at(now).sent < limit:
+                return
+            self._hold(next_boundary_s(now, self.window_s) + BOUNDARY_MARGIN_S)
+
+    def _observe(self, found: Mapping[str, Window]) -> None:
+        """Use what an answer says of the budgets: a budget at 0 holds the lane until it
+        resets; one that does not say when is a window that ends at the next boundary."""
+        now = time.time()
+        requests = found.get("requests")
+        if requests and requests.limit is not None and requests.remaining is not None and requests.reset_s is None:
+            # A count with no reset time (LiteLLM): a window that ends at the clock's boundary.
+            self._infer_fixed_window("limit and remaining without a reset time")
+            self.window.sync(now, requests.limit - requests.remaining)
+        exhausted, reset = exhausted_for(found)
+        if not exhausted:
+            return
+        if reset is None:
+            self._infer_fixed_window("a budget at 0 with no reset time")
+            reset = next_boundary_s(now, self.window_s) + BOUNDARY_MARGIN_S
+        log.debug("budget at 0: holding the lane", base_url=self.base_url, hold_s=round(reset, 2))
+        self._hold(reset)
+
+    def _limit_context(self) -> LimitContext:
+        now = time.time()
+        hold = self.paused_until - time.monotonic()
+        return LimitContext(now=now, window_s=self.window_s, fixed_window=self.fixed_window,
+                            untimed_in_window=self.window.at(now).untimed_429, hold_s=hold if hold > 0 else None)
+
+    def _count_failure(self, failure: Failure, decision: Decision) -> None:
+        if failure.status != 429:
             self.progress.errors += 1
+            return
+        self.progress.rate_limited += 1
+        log.debug("429 rate limited", base_url=self.base_url, wait_s=round(decision.delay_s, 2),
+                  timing=decision.timing, headers=relevant(failure.headers or {}))
+        if decision.timing != "server":
+            self.window.at(time.time()).untimed_429 += 1
+        if decision.fixed_window:
+            self._infer_fixed_window("429s without timing")
+
+    def _infer_fixed_window(self, why: str) -> None:
+        """From now on count requests per clock window and hold at its boundary; a request
+        limit nobody gave us is what this window let through."""
+        if self.fixed_window:
+            return
+        self.fixed_window = True
+        ok = self.window.at(time.time()).ok
+        if "requests" not in self.sources and ok > 0:
+            self._set_limit("requests", ok, "inferred")
+        elif self.sources.get("requests") != "configured":
+            self.requests = None   # the window count replaces smooth pacing
+        log.info("the endpoint counts requests in fixed windows: holding at window boundaries",
+                 base_url=self.base_url, window_s=self.window_s, why=why,
+                 requests_per_window=self.limits.get("requests"))
+
+    def _set_limit(self, kind: str, per_window: float, source: str) -> None:
+        """Put a limit in force; buckets refill per window (per minute unless configured)."""
+        self.limits[kind], self.sources[kind] = per_window, source
+        bucket = TokenBucket(per_window * 60.0 / self.window_s)
+        if kind == "tokens":
+            self.tokens = bucket
+        else:  # a fixed window is met by counting, smooth pacing only if configured
+            self.requests = bucket if not self.fixed_window or source == "configured" else None
+
+    def limits_in_force(self) -> str:
+        """`base_url: 6 rpm (advertised); fixed windows of 60 s (inferred)` for the summary."""
+        per = "per minute" if self.window_s == 60 else f"per {self.window_s:g} s"
+        parts = [f"{self.limits[kind]:g} {kind} {per} ({self.sources[kind]})" for kind in self.limits]
+        text = f"{self.base_url}: {', '.join(parts) or 'none known'}"
+        return text + (f"; fixed windows of {self.window_s:g} s (inferred)" if self.fixed_window else "")
 
     def _adopt_advertised_limits(self) -> None:
-        """Pace by the limits the server announces when the experiment gives none."""
-        advertised = self.client.advertised
-        if self.requests is None and "requests" in advertised:
-            self.requests = TokenBucket(advertised["requests"])
-            log.info("pacing by the server's advertised request limit", base_url=self.base_url,
-                     rpm=advertised["requests"])
-        if self.tokens is None and "tokens" in advertised:
-            self.tokens = TokenBucket(advertised["tokens"])
-            log.info("pacing by the server's advertised token limit", base_url=self.base_url,
-                     tpm=advertised["tokens"])
+        """Pace by the limits the server announces when the experiment gives none; once any
+        limit is known, slow start is over."""
+        for kind, flag in (("requests", "rpm"), ("tokens", "tpm")):
+            value = self.client.advertised.get(kind)
+            if value and self.sources.get(kind, "inferred") == "inferred" and value != self.limits.get(kind):
+                self._set_limit(kind, value, "advertised")
+                log.info(f"pacing by the server's advertised {kind[:-1]} limit", base_url=self.base_url,
+                         **{flag: value})
+        if self.sources:
+            self.concurrency.widen()
 
     def _pause(self, wait: float) -> None:
         """Pause the whole lane after a 429: every worker would hit the same empty budget."""
         self.concurrency.on_rate_limited()
-        self.paused_until = max(self.paused_until, time.monotonic() + wait)
+        self._hold(wait)
         for bucket in (self.requests, self.tokens):
             if bucket:
                 bucket.drain()
+
+    def _hold(self, seconds: float) -> None:
+        """Hold every worker of the lane for `seconds`. Held time is counted as it passes
+        (a hold the run ends inside counts only up to the end)."""
+        now = time.monotonic()
+        if now >= self.paused_until:   # a new hold: the previous one is over, count it whole
+            self._add_waited(self.paused_until - self._held_since)
+            self._held_since = now
+        self.paused_until = max(self.paused_until, now + seconds)
+
+    def _add_waited(self, seconds: float) -> None:
+        self._waited_s += seconds
+        self.progress.limit_wait_s += seconds
+
+    def waited_s(self) -> float:
+        """Time the lane was held by limits so far (429s, budgets at 0, window boundaries)."""
+        return self._waited_s + max(0.0, min(time.monotonic(), self.paused_until) - self._held_since)
 
     async def _wait_if_paused(self) -> None:
         while (delay := self.paused_until - time.monotonic()) > 0 and not self.dead:

@@ -53,15 +53,27 @@ class TokenBucket:
 
 
 class AdaptiveConcurrency:
-    """A semaphore whose size shrinks on 429s and grows back slowly on success (AIMD)."""
+    """A semaphore whose size shrinks on 429s and grows back slowly on success (AIMD).
 
-    def __init__(self, maximum: int, minimum: int = 1):
+    With `slow_start`, it starts at 1 and grows by one per success (doubling per round
+    trip) until `widen()` (the limits became known), a 429, or the maximum: an opening burst
+    of `maximum` requests would overrun a tight limit before any header could warn us."""
+
+    def __init__(self, maximum: int, minimum: int = 1, slow_start: bool = False):
         self.maximum = maximum
         self.minimum = minimum
-        self.limit = float(maximum)
+        self.slow_start = slow_start and maximum > 1
+        self.limit = float(minimum if self.slow_start else maximum)
         self.in_flight = 0
         self._changed = anyio.Event()
         self._last_decrease = 0.0
+
+    def widen(self) -> None:
+        """The limits are known (pacing takes over): leave slow start at full width."""
+        if self.slow_start:
+            self.slow_start = False
+            self.limit = float(self.maximum)
+            self._notify()
 
     async def acquire(self) -> None:
         while self.in_flight >= int(self.limit):
@@ -75,6 +87,7 @@ class AdaptiveConcurrency:
 
     def on_rate_limited(self) -> None:
         """Multiplicative decrease, at most once a second (one burst of 429s = one signal)."""
+        self.slow_start = False
         now = time.monotonic()
         if now - self._last_decrease >= 1.0:
             self._last_decrease = now
@@ -82,9 +95,36 @@ class AdaptiveConcurrency:
 
     def on_success(self) -> None:
         if self.limit < self.maximum:
-            self.limit = min(self.maximum, self.limit + 1.0 / max(1.0, self.limit))
+            step = 1.0 if self.slow_start else 1.0 / max(1.0, self.limit)
+            self.limit = min(self.maximum, self.limit + step)
             self._notify()
+        else:
+            self.slow_start = False
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+
+class WindowCounter:
+    """Requests sent and answered in the current clock-aligned window, counted as a
+    fixed-window limiter counts them (LiteLLM: per calendar minute, rejected requests too).
+    Times are wall-clock epoch seconds, passed in so that tests need no clock."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self.index = -1
+        self.sent = 0
+        self.ok = 0
+        self.untimed_429 = 0
+
+    def at(self, now: float) -> WindowCounter:
+        """Roll over to the window `now` falls in (counts start from zero there)."""
+        index = int(now // self.window_s)
+        if index != self.index:
+            self.index, self.sent, self.ok, self.untimed_429 = index, 0, 0, 0
+        return self
+
+    def sync(self, now: float, used: float) -> None:
+        """The server's own count (limit - remaining) includes other clients' requests."""
+        self.at(now).sent = max(self.sent, int(used))

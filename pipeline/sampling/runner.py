@@ -44,6 +44,9 @@ class RunSummary:
     wall_s: float = 0.0
     requests: int = 0
     tokens: int = 0
+    rate_limited: int = 0    # 429 answers
+    limit_wait_s: float = 0.0
+    limits: list[str] = field(default_factory=list)   # per lane: limits in force and their source
     endpoint_errors: list[str] = field(default_factory=list)
 
 
@@ -93,9 +96,13 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
         raise
     finally:
         with anyio.CancelScope(shield=True):
-            await close_lanes([lane for model_lanes in lanes.values() for lane in model_lanes])
+            all_lanes = [lane for model_lanes in lanes.values() for lane in model_lanes]
+            await close_lanes(all_lanes)
             result.wall_s = time.monotonic() - started
             result.requests, result.tokens = progress.requests, progress.tokens
+            result.rate_limited = progress.rate_limited
+            result.limit_wait_s = sum(lane.waited_s() for lane in all_lanes)
+            result.limits = [lane.limits_in_force() for lane in all_lanes]
             if run_recorded or run_recorded_now:
                 await anyio.to_thread.run_sync(_finish_run, store, result)
     return result
