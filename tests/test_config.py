@@ -17,6 +17,7 @@ def test_experiment_loads_models_and_defaults(workspace: Workspace) -> None:
     model = experiment.models[0]
     assert model.rpm == 600 and model.tpm is None and model.api_key_env == "K"
     assert model.params == {"temperature": 1.0, "max_tokens": 32}
+    assert model.limit_window_s == 60   # rpm/tpm are per minute unless a gateway's window differs
 
 
 def test_single_endpoint_and_limit_overrides(workspace: Workspace) -> None:
@@ -31,6 +32,7 @@ def test_single_endpoint_and_limit_overrides(workspace: Workspace) -> None:
     ("rpm = -1", "models[0].rpm"),
     ("temperature = 1", "models[0].temperature"),
     ("max_attempts = 'many'", "models[0].max_attempts"),
+    ("limit_window_s = 0", "models[0].limit_window_s"),
 ])
 def test_bad_model_fields_are_named(workspace: Workspace, model_extra: str, field: str) -> None:
     path = workspace.write_experiment("http://127.0.0.1:9/v1", model_extra=model_extra)

@@ -21,9 +21,9 @@ class ModelEstimate:
         bounds = []
         lanes = len(model.base_urls) or 1
         if model.rpm:
-            bounds.append(self.requests * 60 / (model.rpm * lanes))
+            bounds.append(self.requests * model.limit_window_s / (model.rpm * lanes))
         if model.tpm:
-            bounds.append(self.tokens * 60 / (model.tpm * lanes))
+            bounds.append(self.tokens * model.limit_window_s / (model.tpm * lanes))
         return max(bounds) if bounds else None
 
 
