@@ -141,6 +141,20 @@ async def test_real_time_pacing() -> None:
     assert 0.15 <= elapsed < 0.6
 
 
+@pytest.mark.anyio
+async def test_a_credit_from_the_servers_remaining_is_spent_not_cut_back(clock: Clock) -> None:
+    bucket = TokenBucket(600)                     # our own burst: 5
+    bucket.credit(12)                             # the first answer said 12 more fit now
+    clock.now += 1.0                              # refill does not cut the credit to capacity
+    for _ in range(12):
+        await bucket.acquire(1)
+    assert clock.slept == []
+    await bucket.acquire(1)
+    assert sum(clock.slept) == pytest.approx(0.1)  # then the steady rate, as before
+    bucket.credit(3)
+    assert bucket._level == 3                     # an empty bucket starts again from the credit
+
+
 # ---------------------------------------------------------------- AdaptiveConcurrency
 def test_decrease_is_multiplicative_once_a_second_and_bounded(clock: Clock) -> None:
     limit = AdaptiveConcurrency(10, minimum=2)

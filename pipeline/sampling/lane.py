@@ -75,6 +75,7 @@ class Lane:
         self.fixed_window = False            # the limiter counts in clock-aligned windows (inferred)
         self.limits: dict[str, float] = {}   # requests/tokens per window in force
         self.sources: dict[str, str] = {}    # ... and where each came from
+        self._fresh: set[str] = set()        # limits just put in force: the next answer's remaining seeds them
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
         for kind, value in (("requests", model.rpm), ("tokens", model.tpm)):
@@ -177,6 +178,11 @@ class Lane:
         """Use what an answer says of the budgets: a budget at 0 holds the lane until it
         resets; one that does not say when is a window that ends at the next boundary."""
         now = time.time()
+        fresh, self._fresh = self._fresh, set()
+        for kind, bucket in (("requests", self.requests), ("tokens", self.tokens)):
+            remaining = found[kind].remaining if kind in found else None
+            if bucket and kind in fresh and remaining:
+                bucket.credit(remaining)
         requests = found.get("requests")
         if requests and requests.limit is not None and requests.remaining is not None and requests.reset_s is None:
             # A count with no reset time (LiteLLM): a window that ends at the clock's boundary.
@@ -227,6 +233,8 @@ class Lane:
     def _set_limit(self, kind: str, per_window: float, source: str) -> None:
         """Put a limit in force; buckets refill per window (per minute unless configured)."""
         self.limits[kind], self.sources[kind] = per_window, source
+        if source == "advertised":   # the server's own budget: its `remaining` may seed ours
+            self._fresh.add(kind)
         bucket = TokenBucket(per_window * 60.0 / self.window_s)
         if kind == "tokens":
             self.tokens = bucket

@@ -27,9 +27,15 @@ class TokenBucket:
         self._lock = anyio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        now = time.monotonic()  # a credit above capacity is spent, not cut back
+        self._level = min(max(self.capacity, self._level), self._level + (now - self._stamp) * self.rate)
         self._stamp = now
+
+    def credit(self, amount: float) -> None:
+        """The server says `amount` more fit now (its `remaining`): a fresh budget starts
+        from that instead of our own half-second burst, so slow start costs no throughput."""
+        self._refill()
+        self._level = max(self._level, amount)
 
     async def acquire(self, amount: float) -> None:
         """Wait for `amount`. A request larger than the burst waits for a full bucket and
