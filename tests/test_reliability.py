@@ -28,6 +28,13 @@ from tests.fakeserver import FakeServer
 SECRET = "sk-live-ECHOED-0123456789abcdef"
 
 
+def start_sample(workspace: Workspace) -> subprocess.Popen[str]:
+    """`pipeline sample` on the workspace's experiment, as a background process to signal or race."""
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
+                             "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 # ---------------------------------------------------------------- 4: the key never leaks
 @pytest.mark.parametrize("mode", ["429", "500", "400", "401", "200", "http"])
 def test_a_key_echoed_back_never_reaches_the_database_or_logs(workspace: Workspace, mode: str) -> None:
@@ -69,9 +76,7 @@ def test_retry_after_beyond_the_horizon_stops_the_endpoint_and_keeps_jobs_pendin
 def test_the_run_lock_follows_the_file_not_its_spelling(workspace: Workspace) -> None:
     with FakeServer(latency=0.05) as server:
         workspace.write_experiment(server.base_url, n=40, concurrency=2)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
-                                 "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = start_sample(workspace)
         try:
             deadline = time.monotonic() + 60
             while server.stats()["requests"] < 5:
@@ -173,9 +178,7 @@ def chattr(flag: str, path: Path) -> None:
 def test_database_and_journal_unwritable_mid_run_are_waited_out(workspace: Workspace) -> None:
     with FakeServer(latency=0.05) as server:
         workspace.write_experiment(server.base_url, n=30, concurrency=4)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
-                                 "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = start_sample(workspace)
         journal = workspace.root / "results.duckdb.journal"
         try:
             while server.stats()["requests"] < 40:
@@ -205,9 +208,7 @@ def run_meeting_a_held_database(workspace: Workspace, hold_s: float) -> Iterator
     process for `hold_s` seconds (its next batches wait); the holder is ended on exit."""
     with FakeServer(latency=0.02) as server:
         workspace.write_experiment(server.base_url, n=40, concurrency=4)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
-                                 "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = start_sample(workspace)
         while server.stats()["requests"] < 30:
             time.sleep(0.05)
         holder = subprocess.Popen([sys.executable, "-c", HOLD, str(workspace.db)], stdout=subprocess.PIPE, text=True)
@@ -252,9 +253,7 @@ def test_second_ctrl_c_exits_at_once(workspace: Workspace) -> None:
 def test_early_ctrl_c_exits_130_without_traceback(workspace: Workspace, delay: float) -> None:
     with FakeServer(latency=0.05) as server:
         workspace.write_experiment(server.base_url, n=40, concurrency=4)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
-                                 "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = start_sample(workspace)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
