@@ -33,8 +33,10 @@ from tests.fakeserver import FakeServer
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "scenarios"
 OUT = REPO / "data" / "bench" / "results.json"
+SHIPPED = REPO / "scenarios"
 FIXED_CELLS = 6        # fixture grid with branches refusal + rebuttal: one call per job
 ALL_CELLS = 9          # + sampled (two calls per job)
+SHIPPED_CELLS = 12     # shipped scenarios: 4 scenario/variant pairs x 3 branches
 
 
 @dataclass
@@ -53,15 +55,20 @@ class Outcome:
 class Bench:
     root: Path
     quick: bool
+    scale_sizes: tuple[int, ...] = ()
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def workspace(self, name: str, base_url: str, *, jobs: int, sampled: bool = False,
-                  concurrency: int = 32, timeout_s: float = 30, model_extra: str = "") -> tuple[Path, Path, int]:
-        """Scenario copy + experiment file + db path; returns (experiment, db, n per cell)."""
+                  concurrency: int = 32, timeout_s: float = 30, model_extra: str = "",
+                  shipped: bool = False) -> tuple[Path, Path, int]:
+        """Scenario copy + experiment file + db path; returns (experiment, db, n per cell).
+        `shipped`: the real scenarios (~1,300-token conversations), all three branches."""
         root = self.root / name
         shutil.rmtree(root, ignore_errors=True)
-        shutil.copytree(FIXTURES, root / "scenarios")
-        cells = ALL_CELLS if sampled else FIXED_CELLS
+        shutil.copytree(SHIPPED if shipped else FIXTURES, root / "scenarios",
+                        ignore=shutil.ignore_patterns("experiments"))
+        sampled = sampled or shipped
+        cells = SHIPPED_CELLS if shipped else ALL_CELLS if sampled else FIXED_CELLS
         n = math.ceil(jobs / cells)
         branches = '["sampled", "refusal", "rebuttal"]' if sampled else '["refusal", "rebuttal"]'
         experiment = root / "scenarios" / "experiments" / "bench.toml"
@@ -186,16 +193,43 @@ def case_overhead(b: Bench) -> None:
 
 
 def case_scale(b: Bench) -> None:
-    """4: peak RSS and planning time, 10,000 vs 200,000 planned jobs."""
-    sizes = (10_000, 50_000) if b.quick else (10_000, 200_000)
+    """4: the shipped scenarios at zero latency, run to completion, at growing sizes: peak RSS,
+    database bytes per job, jobs/s, planning, time to the first request, view latency."""
+    sizes = b.scale_sizes or ((10_000, 50_000) if b.quick else (10_000, 100_000, 1_000_000))
     with FakeServer() as server:
         for jobs in sizes:
-            experiment, db, n = b.workspace(f"scale{jobs}", server.base_url, jobs=jobs)
+            experiment, db, n = b.workspace(f"scale{jobs}", server.base_url, jobs=jobs, shipped=True)
             dry = run_cli(["sample", "--dry-run", "--experiment", str(experiment), "--db", str(db)])
+            server.reset()
+            started = time.time()
             outcome = b.sample(experiment, db)
-            planned = n * FIXED_CELLS
+            planned = n * SHIPPED_CELLS
+            first = query(db, "SELECT epoch(min(created_at)) FROM responses")[0][0]
             b.results.append(row(f"4 scale {planned}", outcome, jobs=planned, plan_s=dry.wall_s,
-                                 jobs_per_s=planned / outcome.wall_s, all_once=done_once(db, planned)))
+                                 first_request_s=first - started, jobs_per_s=planned / outcome.wall_s,
+                                 db_bytes_per_job=db.stat().st_size / planned,
+                                 **view_latency(db), all_once=done_once(db, planned)))
+            if jobs != sizes[-1]:
+                shutil.rmtree(db.parent, ignore_errors=True)
+
+
+def view_latency(db: Path) -> dict[str, float]:
+    """Seconds to read `rates` and `branch_comparison` in full once every final response has a
+    (synthetic, deterministic) rule-judge label: the views' cost at this size, not the judge's."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("""INSERT INTO judgments SELECT job_id, 'rule', 'bench', hash(job_id) % 3 > 0, NULL, NULL,
+                       ['unethical', 'acceptable', 'unclear'][(hash(job_id) % 3)::INTEGER + 1],
+                       ['unethical', 'acceptable', 'no_cot'][(hash(job_id || 'c') % 3)::INTEGER + 1], NULL, now()
+                       FROM final_responses""")
+    finally:
+        con.close()
+    timings = {}
+    for view in ("rates", "branch_comparison"):
+        started = time.monotonic()
+        query(db, f"SELECT * FROM {view}")
+        timings[f"{view}_s"] = time.monotonic() - started
+    return timings
 
 
 def case_faults(b: Bench) -> None:
@@ -295,12 +329,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated case numbers (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--scale", help="comma-separated job counts for case 4 (default 10000,100000,1000000)")
     args = parser.parse_args()
     _install_wait4()
     machine = {"cores": os.cpu_count(), "python": sys.version.split()[0], "quick": args.quick}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        bench = Bench(Path(tmp), args.quick)
+        sizes = tuple(int(size) for size in args.scale.split(",")) if args.scale else ()
+        bench = Bench(Path(tmp), args.quick, sizes)
         for key in (args.only.split(",") if args.only else CASES):
             started = time.monotonic()
             CASES[key](bench)

@@ -10,27 +10,37 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from pipeline.store.prompts import prompt_id
 from pipeline.store.schema import SCHEMA_VERSION
 from tests.conftest import Workspace, query
 
 FIXTURE = Path(__file__).parent / "fixtures" / "db_v1.duckdb.gz"
+# Written by the release of schema version 3 (commit e13b440): `pipeline sample` of car_sales and
+# real_estate (3 branches x 3 seeds, --bad-seeds 2: 9 jobs failed) against tests/fakeserver.py,
+# `pipeline grade`, and one human label imported. Every response row holds its whole request.
+FIXTURE_V3 = Path(__file__).parent / "fixtures" / "db_v3.duckdb.gz"
+V3_COUNTS = {"jobs": 27, "responses": 33, "judgments": 18, "human_labels": 1}
 # What the old release wrote (counted on the file before any upgrade).
 V1_COUNTS = {"jobs": 9, "responses": 11, "judgments": 6, "runs": 1, "run_cells": 3}
 V1_FAILED = 3
 
 
-@pytest.fixture
-def v1_db(tmp_path: Path) -> Path:
-    db = tmp_path / "old.duckdb"
-    with gzip.open(FIXTURE, "rb") as src, open(db, "wb") as dst:
+def unpack(fixture: Path, db: Path) -> Path:
+    with gzip.open(fixture, "rb") as src, open(db, "wb") as dst:
         shutil.copyfileobj(src, dst)
     return db
+
+
+@pytest.fixture
+def v1_db(tmp_path: Path) -> Path:
+    return unpack(FIXTURE, tmp_path / "old.duckdb")
 
 
 def counts(db: Path) -> dict[str, int]:
@@ -112,3 +122,34 @@ def test_foreign_duckdb_file_is_refused_and_left_alone(tmp_path: Path) -> None:
         assert str(db) in lines[0] and "not a results database" in lines[0]
     assert digest(db) == before
     assert query(db, "SELECT table_name FROM duckdb_tables()") == [("measurements",)]
+
+
+def test_schema_3_database_moves_its_requests_into_prompts(tmp_path: Path) -> None:
+    """Today's release before content-addressed prompts: every request survives the move,
+    each distinct conversation is stored once, and the views keep their columns and values."""
+    db = unpack(FIXTURE_V3, tmp_path / "v3.duckdb")
+    assert query(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert {table: query(db, f"SELECT count(*) FROM {table}")[0][0] for table in V3_COUNTS} == V3_COUNTS
+    requests = {(job, run, call): json.loads(messages) for job, run, call, messages in query(
+        db, "SELECT job_id, run_id, call, request_messages FROM responses")}
+    views = ("final_responses", "rates", "branch_comparison", "current_human_labels", "judge_agreement")
+    shapes = {view: query(db, f"DESCRIBE {view}") for view in views}
+    values = {view: query(db, f"SELECT COLUMNS(*)::VARCHAR FROM {view} ORDER BY ALL") for view in views}
+    distinct = len({json.dumps(messages) for messages in requests.values()})
+
+    Workspace(tmp_path).cli("status", "--db", str(db))
+
+    assert query(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert {table: query(db, f"SELECT count(*) FROM {table}")[0][0] for table in V3_COUNTS} == V3_COUNTS
+    assert "request_messages" not in {name for name, *_ in query(db, "DESCRIBE responses")}
+    assert query(db, "SELECT count(*), count(DISTINCT prompt_id) FROM prompts") == [(distinct, distinct)]
+    moved = {(job, run, call): json.loads(messages) for job, run, call, messages in query(
+        db, "SELECT r.job_id, r.run_id, r.call, p.request_messages FROM responses r "
+            "JOIN prompt_messages p USING (prompt_id)")}
+    assert moved == requests
+    assert {view: query(db, f"DESCRIBE {view}") for view in views} == shapes
+    assert {view: query(db, f"SELECT COLUMNS(*)::VARCHAR FROM {view} ORDER BY ALL") for view in views} == values
+    assert values["rates"] and values["current_human_labels"]
+    # an old conversation sampled again gets the id it was stored under (content address)
+    for stored_id, messages in query(db, "SELECT prompt_id, request_messages FROM prompt_messages"):
+        assert stored_id == prompt_id(json.loads(messages))

@@ -30,12 +30,17 @@ def test_full_run_stores_every_job_once_and_rerun_sends_nothing(workspace: Works
                                     "OR prompt_tokens IS NULL OR completion_tokens IS NULL")
         assert empty == [(0,)]
         # The final request of a sampled job carries the initial response, then the trigger.
-        (messages,) = query(workspace.db, "SELECT r.request_messages FROM responses r JOIN jobs j USING (job_id) "
+        (messages,) = query(workspace.db, "SELECT p.request_messages FROM responses r JOIN jobs j USING (job_id) "
+                                          "JOIN prompt_messages p USING (prompt_id) "
                                           "WHERE j.branch = 'sampled' AND r.call = 'final' LIMIT 1")[0]
         turns = json.loads(messages)
         initials = {text for (text,) in query(workspace.db, "SELECT response_text FROM responses WHERE call = 'initial'")}
         assert turns[-2]["role"] == "assistant" and turns[-2]["content"] in initials
         assert turns[-1]["role"] == "user" and turns[-1]["content"].startswith(("Customer:", "Portfolio manager:"))
+        # each distinct conversation is stored once; every call's request resolves
+        assert query(workspace.db, "SELECT count(*) - count(DISTINCT prompt_id) FROM prompts") == [(0,)]
+        assert query(workspace.db, "SELECT count(*) FROM responses LEFT JOIN prompt_messages p USING (prompt_id) "
+                                   "WHERE p.request_messages IS NULL") == [(0,)]
 
         server.reset()
         again = workspace.sample()

@@ -11,37 +11,53 @@ from typing import Any
 
 import structlog
 
-from pipeline.experiment.scenarios import Message
+from pipeline.experiment.scenarios import Conversation, Message
 from pipeline.sampling.lane import CallRecord, Lane
 from pipeline.sampling.plan import Job
+from pipeline.store import prompts
+from pipeline.store.prompts import Prompt
 from pipeline.store.writer import Outcome, utc_now
 
 log = structlog.get_logger()
+_openings: dict[int, tuple[Conversation, Prompt]] = {}   # id(conversation) -> its opening, hashed once
 
 
 async def execute_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     conversation = job.cell.conversation
+    opening = _opening(conversation)
     responses: list[dict[str, Any]] = []
+    used = [opening]
     initial = job.fixed_response()
     if initial is None:
-        messages = conversation.opening()
-        outcome = await _call(lane, job, "initial", messages)
-        responses.append(_response_row(job, lane, run_id, "initial", messages, outcome))
+        outcome = await _call(lane, job, "initial", opening.messages)
+        responses.append(_response_row(job, lane, run_id, "initial", opening, outcome))
         if not outcome.ok:
-            return _outcome(job, run_id, f"initial call: {outcome.error}", responses)
+            return _outcome(job, run_id, f"initial call: {outcome.error}", responses, used)
         initial = outcome.text or ""
     messages = conversation.closing(initial)
+    closing = prompts.extend(opening, messages)
+    used.append(closing)
     outcome = await _call(lane, job, "final", messages)
-    responses.append(_response_row(job, lane, run_id, "final", messages, outcome))
+    responses.append(_response_row(job, lane, run_id, "final", closing, outcome))
     error = None if outcome.ok else f"final call: {outcome.error}"
-    return _outcome(job, run_id, error, responses)
+    return _outcome(job, run_id, error, responses, used)
 
 
-def _outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]]) -> Outcome:
+def _opening(conversation: Conversation) -> Prompt:
+    """The opening of a conversation as a prompt, hashed once per conversation, not per job."""
+    known = _openings.get(id(conversation))
+    if known is None or known[0] is not conversation:
+        known = _openings[id(conversation)] = (conversation, prompts.root(conversation.opening()))
+    return known[1]
+
+
+def _outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]],
+             used: list[Prompt]) -> Outcome:
     if error:
         log.warning("job failed", job_id=job.job_id, scenario=job.cell.scenario.id, branch=job.cell.branch,
                     seed=job.seed, error=error)
-    return Outcome({"jobs": [_job_row(job, run_id, error)], "responses": responses}, failed=error is not None)
+    return Outcome({"jobs": [_job_row(job, run_id, error)], "responses": responses,
+                    "prompts": [prompt.row() for prompt in used]}, failed=error is not None)
 
 
 async def _call(lane: Lane, job: Job, call: str, messages: list[Message]) -> CallRecord:
@@ -59,10 +75,10 @@ def _job_row(job: Job, run_id: str, error: str | None) -> dict[str, Any]:
             "finished_at": utc_now()}
 
 
-def _response_row(job: Job, lane: Lane, run_id: str, call: str, messages: list[Message],
+def _response_row(job: Job, lane: Lane, run_id: str, call: str, prompt: Prompt,
                   outcome: CallRecord) -> dict[str, Any]:
     return {"job_id": job.job_id, "run_id": run_id, "call": call, "model": lane.model.name,
-            "base_url": lane.base_url, "request_messages": messages,
+            "base_url": lane.base_url, "prompt_id": prompt.prompt_id,
             "request_params": lane.request_params(job.seed),
             "response_text": outcome.text, "finish_reason": outcome.finish_reason,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,

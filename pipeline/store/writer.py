@@ -28,6 +28,7 @@ from pipeline.store.connection import (
     open_database,
     refuse_foreign_database,
 )
+from pipeline.store.prompts import RecentIds
 from pipeline.store.queries import sql
 from pipeline.store.schema import table_columns
 
@@ -69,6 +70,7 @@ class TableSpec:
 
     key: tuple[str, ...]
     replace: bool = False   # a new row replaces the stored row with the same key
+    shared: bool = False    # content-addressed: a row whose key is stored is skipped (never replaced)
 
 
 TABLES = {
@@ -76,6 +78,7 @@ TABLES = {
     "responses": TableSpec(key=("job_id", "run_id", "call")),
     "judgments": TableSpec(key=("job_id", "judge", "judge_version"), replace=True),
     "human_labels": TableSpec(key=("job_id", "labeller", "labelled_at")),
+    "prompts": TableSpec(key=("prompt_id",), shared=True),
 }
 
 
@@ -88,6 +91,7 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self._tmpdir: Path | None = None   # made on the first insert, removed by close()
         self._last_lock_warning = 0.0
+        self._recent_prompts = RecentIds()   # committed lately: not sent to DuckDB again
 
     @contextmanager
     def connect(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -136,6 +140,9 @@ class Store:
         for outcome in outcomes:
             for table, rows in outcome.rows.items():
                 by_table.setdefault(table, []).extend(rows)
+        prompt_rows = [row for row in by_table.pop("prompts", []) if row.get("prompt_id") not in self._recent_prompts]
+        if prompt_rows:
+            by_table["prompts"] = prompt_rows
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -148,12 +155,13 @@ class Store:
                 with suppress(duckdb.Error):   # a failed COMMIT has already ended the transaction
                     con.execute("ROLLBACK")
                 raise
+        self._recent_prompts.add_all([row["prompt_id"] for row in prompt_rows])
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]],
                     recovering: bool = False) -> None:
         """Bulk insert through an NDJSON file (~10x faster than executemany in DuckDB).
-        Replacing tables first delete the rows the batch replaces; others, when recovering
-        a journal, skip rows whose key is already stored."""
+        Replacing tables first delete the rows the batch replaces; shared ones, and the others
+        when recovering a journal, skip rows whose key is already stored."""
         if not rows:
             return
         spec = TABLES[table]
@@ -165,7 +173,7 @@ class Store:
         where = ""
         if spec.replace:
             con.execute(f"DELETE FROM {table} old WHERE EXISTS (SELECT 1 FROM {source} new WHERE {match})")
-        elif recovering:
+        elif recovering or spec.shared:
             where = f" WHERE NOT EXISTS (SELECT 1 FROM {table} old WHERE {match})"
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source} new{where}")
 

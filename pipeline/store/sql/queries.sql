@@ -55,10 +55,11 @@ WITH ranked AS (
       AND ($branch IS NULL OR f.branch = $branch) AND ($model IS NULL OR f.model = $model)
 )
 SELECT k.job_id, k.scenario, k.variant, k.branch, k.model, k.response_text, k.finish_reason,
-       r.request_messages,
+       p.messages,
        EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = k.job_id AND h.labeller = $labeller) AS labelled
 FROM ranked k
 JOIN responses r ON r.job_id = k.job_id AND r.run_id = k.run_id AND r.call = 'final'
+LEFT JOIN prompts p ON p.prompt_id = r.prompt_id
 WHERE k.draw <= $per_cell
 ORDER BY k.draw, k.scenario, k.variant, k.branch, k.model;
 

@@ -68,6 +68,18 @@ SELECT j.job_id, j.scenario, j.variant, j.branch, j.phrasing, j.model, j.seed, j
 FROM jobs j JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
 WHERE j.status = 'done';
 
+-- Every stored prompt's whole message list (a prompt holds only the messages after its
+-- parent's): join it to `responses` on prompt_id to see what a call sent.
+CREATE OR REPLACE VIEW prompt_messages AS
+WITH RECURSIVE chain(prompt_id, ancestor, depth, messages) AS (
+    SELECT prompt_id, parent_id, 0, messages FROM prompts
+    UNION ALL
+    SELECT c.prompt_id, p.parent_id, c.depth + 1, p.messages
+    FROM chain c JOIN prompts p ON p.prompt_id = c.ancestor
+)
+SELECT prompt_id, to_json(flatten(list(json_extract(messages, '$[*]') ORDER BY depth DESC))) AS request_messages
+FROM chain GROUP BY prompt_id;
+
 -- Progress per cell against the most recent plan of that cell (what `pipeline status` prints).
 CREATE OR REPLACE VIEW cell_status AS
 WITH latest_plan AS (
