@@ -30,7 +30,12 @@ log = structlog.get_logger()
 T = TypeVar("T")
 # One DuckDB thread for writers: batches are small, and a thread pool per reopened instance
 # made memory grow faster with the run (bench case 4 at 50,000 jobs: +43 MB -> +14 MB).
-WRITER_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1}
+# A memory limit of its own: DuckDB's default (80% of RAM) lets its buffer manager keep every
+# block a batch touched (the key columns the writer joins against grow with the tables), so a
+# run's memory grew with its database (100,000 jobs: 1 GB).
+WRITER_MEMORY_BYTES = 96 << 20
+WRITER_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "threads": 1, "memory_limit": f"{WRITER_MEMORY_BYTES >> 20}MB"}
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -104,8 +109,26 @@ def retry_on_disk(action: Callable[[], T], *, timeout_s: float, what: str,
 
 def connect_writer(path: Path, timeout_s: float, on_wait: Callable[[float], None] | None = None
                    ) -> duckdb.DuckDBPyConnection:
-    return retry_on_lock(lambda: duckdb.connect(str(path), config=WRITER_CONFIG),
-                         timeout_s=timeout_s, what=f"writing {path}", on_wait=on_wait)
+    return retry_on_lock(lambda: _attach(path), timeout_s=timeout_s, what=f"writing {path}", on_wait=on_wait)
+
+
+# Row groups of 16,384 rows instead of DuckDB's 122,880: each close checkpoints, which rewrites the
+# last, partly filled row group of every table, so its size bounds the writer's peak memory
+# (200,000 jobs: 213 -> 162 MB) and the file is smaller too (317 -> 265 bytes per job).
+WRITER_ROW_GROUP_SIZE = 16_384
+
+
+def _attach(path: Path) -> duckdb.DuckDBPyConnection:
+    """The file attached to an in-memory instance: the row group size is an ATTACH option."""
+    con = duckdb.connect(config=WRITER_CONFIG)
+    try:
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS results (ROW_GROUP_SIZE {WRITER_ROW_GROUP_SIZE})")
+        con.execute("USE results")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

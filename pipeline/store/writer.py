@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from pipeline.store.connection import (
+    WRITER_MEMORY_BYTES,
     check_database_file,
     connect_writer,
     lock_inode,
@@ -36,7 +37,9 @@ log = structlog.get_logger()
 # Stored text (a response) is kept to its first MAX_TEXT_CHARS characters and flagged
 # `truncated`: a row must stay far below DuckDB's per-row JSON import limit.
 MAX_TEXT_CHARS = 1_000_000
-MAX_JSON_OBJECT_BYTES = 256 * 1024 * 1024   # read_json's per-row limit (DuckDB's default: 16 MB)
+MIN_JSON_OBJECT_BYTES = 1 << 20   # read_json's per-row limit is sized to each batch's longest row,
+# from this floor: read_json allocates twice that limit up front (the fixed 256 MB used before cost
+# 512 MB of buffer per batch).
 
 
 def cap_text(text: str) -> tuple[str, bool]:
@@ -167,8 +170,12 @@ class Store:
         spec = TABLES[table]
         rows = _one_per_key(rows, spec)
         path = self._batch_dir() / f"{table}.ndjson"
-        path.write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
-        source = _read_ndjson(path, table_columns(table))
+        lines = [orjson.dumps(row) for row in rows]
+        path.write_bytes(b"\n".join(lines))
+        object_bytes = _object_limit(max(len(line) for line in lines))
+        if object_bytes * 4 > WRITER_MEMORY_BYTES:   # a huge row: room for read_json's buffer
+            con.execute(f"SET memory_limit = '{object_bytes * 4 // (1 << 20)}MB'")
+        source = _read_ndjson(path, table_columns(table), object_bytes)
         match = " AND ".join(f"old.{key} = new.{key}" for key in spec.key)
         where = ""
         if spec.replace:
@@ -223,11 +230,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_ndjson(path: Path, columns: dict[str, str]) -> str:
+def _object_limit(longest: int) -> int:
+    """The smallest power of two above `longest` bytes, at least MIN_JSON_OBJECT_BYTES."""
+    return max(MIN_JSON_OBJECT_BYTES, 1 << longest.bit_length())
+
+
+def _read_ndjson(path: Path, columns: dict[str, str], object_bytes: int) -> str:
     spec = ", ".join(f"{name}: '{kind}'" for name, kind in columns.items())
     quoted = str(path).replace("'", "''")
     return (f"read_json('{quoted}', format = 'newline_delimited', columns = {{{spec}}}, "
-            f"maximum_object_size = {MAX_JSON_OBJECT_BYTES})")
+            f"maximum_object_size = {object_bytes})")
 
 
 def utc_now() -> str:
