@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
+"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,export,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
 
 from __future__ import annotations
 
@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add rates corrected for judge error with human labels (figure + table)")
     _add_db(report)
 
+    export = command("export", "one row per final response with its labels, as Parquet (partitioned by "
+                               "scenario and model), CSV or JSONL")
+    export.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+    export.add_argument("--out", type=Path, required=True, help="output folder")
+    export.add_argument("--judge", help="only this judge's labels (default: every judge's)")
+    _add_db(export)
+
     _add_label(command("label", "label final responses by hand in the terminal; `label import FILE` / "
                                "`label export` move labels in and out as JSONL"))
 
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=args.log_json, level=args.log_level)
     try:
         commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "grade": cmd_grade,
-                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label}
+                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label, "export": cmd_export}
         return commands[args.command](args)
     except (KeyboardInterrupt, WaitAbandoned):
         stop_waiting.set()   # a thread still waiting for the database gives up (connection.retry_on_lock)
@@ -260,6 +267,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for path in write_report(args.db, args.out, judge=args.judge, corrected=args.corrected):
         print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.report.export import export
+
+    target, rows = export(args.db, args.out, args.format, judge=args.judge)
+    print(f"exported {rows} final responses to {target}")
     return 0
 
 

@@ -113,3 +113,34 @@ GROUP BY ALL ORDER BY model, max_tokens;
 SELECT scenario, variant, branch, model, count(*) AS cut
 FROM final_responses WHERE finish_reason = 'length'
 GROUP BY ALL ORDER BY ALL;
+
+-- name: export_final_responses
+-- `pipeline export`: one row per final response with its cell, texts, usage of the whole job,
+-- the newest human label and every judge's newest labels (a list, widened by the exporter).
+WITH labels AS (
+    SELECT job_id, list({'judge': judge, 'judge_version': judge_version, 'output_label': output_label,
+                         'cot_label': cot_label, 'cot_present': cot_present, 'cot_text': cot_text,
+                         'output_text': output_text} ORDER BY judge) AS labels
+    FROM current_judgments WHERE $judge IS NULL OR judge = $judge GROUP BY job_id
+), usage AS (
+    SELECT job_id, run_id, sum(prompt_tokens)::BIGINT AS job_prompt_tokens,
+           sum(completion_tokens)::BIGINT AS job_completion_tokens,
+           count(*) AS calls
+    FROM responses GROUP BY job_id, run_id
+)
+SELECT f.scenario, f.variant, f.branch, f.phrasing, f.model, f.seed, f.job_id, f.run_id,
+       p.messages ->> '$[#-2].content' AS initial_text, p.messages ->> '$[#-1].content' AS trigger_text,
+       f.response_text, f.finish_reason, f.prompt_tokens, f.completion_tokens,
+       u.job_prompt_tokens, u.job_completion_tokens, u.calls,
+       h.output_label AS human_output_label, h.cot_label AS human_cot_label, h.cot_present AS human_cot_present,
+       h.judge_version AS human_labeller, coalesce(l.labels, []) AS labels
+FROM final_responses f
+JOIN responses r ON r.job_id = f.job_id AND r.run_id = f.run_id AND r.call = 'final'
+LEFT JOIN prompts p ON p.prompt_id = r.prompt_id
+LEFT JOIN usage u ON u.job_id = f.job_id AND u.run_id = f.run_id
+LEFT JOIN current_human_labels h ON h.job_id = f.job_id
+LEFT JOIN labels l ON l.job_id = f.job_id;
+
+-- name: export_judges
+-- The judges whose labels an export widens into columns.
+SELECT DISTINCT judge FROM current_judgments WHERE $judge IS NULL OR judge = $judge ORDER BY judge;
