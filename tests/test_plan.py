@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.experiment.config import load_experiment
-from pipeline.sampling.plan import DoneIndex, pending_jobs, plan_cells
+from pipeline.sampling.plan import ORDER_BLOCK, DoneIndex, pending_jobs, plan_cells
 from tests.conftest import Workspace
 
 
@@ -23,7 +23,20 @@ def test_grid_size_and_branch_phrasing_rotation(workspace: Workspace) -> None:
     refusal = [j for j in jobs if j.cell.key == ("demo", "car", "refusal", "fake-model")]
     assert [j.phrasing for j in refusal] == [0, 1, 0, 1, 0]
     assert all(j.phrasing is None for j in jobs if j.cell.branch == "sampled")
-    assert jobs[0].seed == 0 and jobs[8].seed == 0 and jobs[9].seed == 1  # seed-major: cells fill evenly
+    # cell-major within a block of seeds: one conversation's requests back to back
+    assert [(j.cell.key, j.seed) for j in jobs[:5]] == [(cells[0].key, seed) for seed in range(5)]
+    assert [j.cell.key for j in jobs[5:10]] == [cells[1].key] * 5
+
+
+def test_pending_jobs_fill_every_cell_block_by_block(workspace: Workspace) -> None:
+    cells = plan_cells(load_experiment(workspace.write_experiment("http://h/v1")), ORDER_BLOCK + 8)
+    jobs = list(pending_jobs(cells, DoneIndex(cells)))
+    first_block = jobs[:ORDER_BLOCK * len(cells)]
+    assert {j.seed for j in first_block} == set(range(ORDER_BLOCK))   # a run stopped here filled every cell
+    assert {j.cell.key for j in first_block} == {c.key for c in cells}
+    conversations = [(j.cell.scenario.id, j.cell.variant) for j in first_block]
+    changes = sum(1 for a, b in zip(conversations, conversations[1:]) if a != b)
+    assert changes == len({(c.scenario.id, c.variant) for c in cells}) - 1   # each conversation once per block
 
 
 def test_same_input_gives_same_ids(workspace: Workspace) -> None:

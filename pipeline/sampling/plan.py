@@ -18,6 +18,9 @@ from pipeline.experiment.scenarios import Conversation, Scenario, content_hash
 from pipeline.store.queries import sql
 
 _FETCH_CHUNK = 50_000
+# Seeds per cell sent back to back: long enough runs of one conversation for a server's prompt
+# cache to be reused, short enough that a run stopped early has filled every cell about evenly.
+ORDER_BLOCK = 32
 
 JOB_ID_HEX = 32
 
@@ -108,12 +111,16 @@ class DoneIndex:
 
 
 def pending_jobs(cells: list[Cell], done: DoneIndex) -> Iterator[Job]:
-    """Jobs not yet done, seed-major so every cell fills evenly if a run stops early."""
+    """Jobs not yet done, ordered for prompt-cache reuse: block by block of ORDER_BLOCK seeds,
+    and within a block cell-major, the cells of one conversation next to each other (plan order:
+    they share the opening, ~1,300 tokens), so llama.cpp's prompt cache, or a paid API's prefix
+    cache, serves requests that share a prefix back to back."""
     longest = max((cell.n for cell in cells), default=0)
-    for seed in range(longest):
+    for start in range(0, longest, ORDER_BLOCK):
         for cell in cells:
-            if seed < cell.n and not done.is_done(cell, seed):
-                yield cell.job(seed)
+            for seed in range(start, min(start + ORDER_BLOCK, cell.n)):
+                if not done.is_done(cell, seed):
+                    yield cell.job(seed)
 
 
 def load_done(con: duckdb.DuckDBPyConnection, cells: Sequence[Cell]) -> DoneIndex:
