@@ -198,16 +198,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def print_dry_run(cells: list[Cell], db: Path) -> int:
     warnings: list[str] = []
+    speeds: dict[str, float] = {}
     if db.exists():
         con = open_reader(db)
         try:
             done = load_done(con, cells)
             warnings = cap_warnings(con, list({id(c.model): c.model for c in cells}.values()))
+            speeds = dict(con.execute(sql("model_speeds")).fetchall())
         finally:
             con.close()
     else:
         done = DoneIndex(cells)
-    print(describe_plan(cells, done))
+    print(describe_plan(cells, done, speeds))
     for warning in warnings:
         print(warning)
     return 0

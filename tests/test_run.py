@@ -178,6 +178,13 @@ def test_dry_run_prints_the_plan_and_sends_nothing(workspace: Workspace) -> None
         assert ["demo", "car", "sampled", "fake-model", "4", "2"] in [line.split() for line in out.splitlines()]
         # 18 pending jobs, 6 of them sampled (2 calls): 24 requests at 60 rpm = 0.4 min.
         assert "fake-model: 18 pending jobs, 24 requests" in out and "at least 0.4 min" in out
+        # without limits, the time comes from the speed the last run reached
+        (speed,) = query(workspace.db, "SELECT count(*) / (epoch(max(created_at)) - epoch(min(u.started_at))) "
+                                       "FROM responses JOIN runs u USING (run_id)")[0]
+        unlimited = workspace.sample("--dry-run", "--rpm", "0").stdout
+        assert f"about {24 / speed / 60:.1f} min at the {speed:.2f} requests/s its last run reached" in unlimited
+        fresh = workspace.sample("--dry-run", "--rpm", "0", "--db", str(workspace.root / "new.duckdb")).stdout
+        assert "no earlier run to time it by" in fresh
 
 
 def test_limits_advertised_in_headers_are_adopted(workspace: Workspace) -> None:

@@ -27,7 +27,9 @@ class ModelEstimate:
         return max(bounds) if bounds else None
 
 
-def describe_plan(cells: list[Cell], done: DoneIndex) -> str:
+def describe_plan(cells: list[Cell], done: DoneIndex, speeds: dict[str, float] | None = None) -> str:
+    """The plan per cell and per model; `speeds` (requests/s a model's last run reached) estimate
+    the time of a model without rate limits, e.g. the embedded one."""
     lines = [f"{'scenario':<18} {'variant':<12} {'branch':<9} {'model':<24} {'planned':>8} {'pending':>8}"]
     per_model: dict[str, ModelEstimate] = defaultdict(ModelEstimate)
     models: dict[str, ModelConfig] = {}
@@ -45,8 +47,17 @@ def describe_plan(cells: list[Cell], done: DoneIndex) -> str:
         models[cell.model.name] = cell.model
     lines.append("")
     for name, estimate in per_model.items():
-        seconds = estimate.seconds_at_limits(models[name])
-        at_limits = f"at least {seconds / 60:.1f} min at its rpm/tpm limits" if seconds is not None else "no rpm/tpm limit set"
+        at_limits = _duration(estimate, models[name], (speeds or {}).get(name))
         lines.append(f"{name}: {estimate.pending_jobs} pending jobs, {estimate.requests} requests, "
                      f"<= {estimate.tokens} tokens (prompt estimate + max_tokens), {at_limits}")
     return "\n".join(lines)
+
+
+def _duration(estimate: ModelEstimate, model: ModelConfig, requests_per_s: float | None) -> str:
+    seconds = estimate.seconds_at_limits(model)
+    if seconds is not None:
+        return f"at least {seconds / 60:.1f} min at its rpm/tpm limits"
+    if requests_per_s:
+        return (f"about {estimate.requests / requests_per_s / 60:.1f} min at the {requests_per_s:.2f} requests/s "
+                "its last run reached")
+    return "no rpm/tpm limit set and no earlier run to time it by (a short run, e.g. --n 1, measures it)"

@@ -144,3 +144,14 @@ LEFT JOIN labels l ON l.job_id = f.job_id;
 -- name: export_judges
 -- The judges whose labels an export widens into columns.
 SELECT DISTINCT judge FROM current_judgments WHERE $judge IS NULL OR judge = $judge ORDER BY judge;
+
+-- name: model_speeds
+-- Requests per second each model reached in its newest run of at least 10 calls (from the run's
+-- start, server start-up included): `sample --dry-run` estimates a run without limits from it.
+SELECT model, arg_max(calls / seconds, started_at) AS requests_per_s
+FROM (SELECT r.model, r.run_id, u.started_at, count(*) AS calls,
+             epoch(max(r.created_at)) - epoch(u.started_at) AS seconds
+      FROM responses r JOIN runs u USING (run_id) WHERE r.error IS NULL
+      GROUP BY r.model, r.run_id, u.started_at HAVING count(*) >= 10)
+WHERE seconds > 0
+GROUP BY model;
