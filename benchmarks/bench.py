@@ -28,6 +28,7 @@ from typing import Any
 
 import duckdb
 
+from benchmarks.replay import replay_case
 from tests.fakeserver import FakeServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ SHIPPED = REPO / "scenarios"
 FIXED_CELLS = 6        # fixture grid with branches refusal + rebuttal: one call per job
 ALL_CELLS = 9          # + sampled (two calls per job)
 SHIPPED_CELLS = 12     # shipped scenarios: 4 scenario/variant pairs x 3 branches
+SHIPPED_SAMPLED = 4    # ... of which the sampled ones make two calls per job
 
 
 @dataclass
@@ -254,14 +256,15 @@ def case_faults(b: Bench) -> None:
 
 
 def case_resume(b: Bench) -> None:
-    """6: kill -9 at about half, rerun: time to first new request, wasted calls."""
+    """6: kill -9 at about half, rerun: time to first new request, wasted calls (shipped scenarios)."""
     jobs = 5000 if b.quick else 20_000
     with FakeServer(latency=0.01) as server:
-        experiment, db, n = b.workspace("resume", server.base_url, jobs=jobs, concurrency=32)
-        planned = n * FIXED_CELLS
+        experiment, db, n = b.workspace("resume", server.base_url, jobs=jobs, concurrency=32, shipped=True)
+        planned = n * SHIPPED_CELLS
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(experiment),
                                  "--db", str(db)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while chat_requests(server) < planned // 2:
+        calls = n * (SHIPPED_CELLS + SHIPPED_SAMPLED)
+        while chat_requests(server) < calls // 2:
             time.sleep(0.02)
         in_flight = server.stats()["max_in_flight"]
         proc.send_signal(signal.SIGKILL)
@@ -274,7 +277,7 @@ def case_resume(b: Bench) -> None:
         first_new = query(db, f"SELECT epoch(min(created_at)) FROM responses WHERE run_id = '{second_run}'")[0][0]
         total = first_run_requests + chat_requests(server)
     b.results.append(row("6 resume", outcome, jobs=planned, first_new_request_s=first_new - restarted,
-                         wasted_calls=total - planned, in_flight_at_kill=in_flight,
+                         wasted_calls=total - calls, in_flight_at_kill=in_flight,
                          all_once=done_once(db, planned)))
 
 
@@ -319,9 +322,14 @@ def row(case: str, outcome: Outcome, **metrics: Any) -> dict[str, Any]:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in values.items()}
 
 
+def case_embedded_replay(b: Bench) -> None:
+    """8: the embedded model, pipeline vs a minimal client replaying the same requests (benchmarks/replay.py)."""
+    b.results.append(replay_case(b.root, 1 if b.quick else 5, run_cli))
+
+
 CASES: dict[str, Callable[[Bench], None]] = {
     "1": case_rate_limited, "1b": partial(case_rate_limited, learned=True), "2": case_token_limited, "3": case_overhead, "4": case_scale,
-    "5": case_faults, "6": case_resume,
+    "5": case_faults, "6": case_resume, "8": case_embedded_replay,
 }
 
 
