@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.experiment.scenarios import Message
+Message = dict[str, Any]   # {"role": ..., "content": ...}; the store imports no stage
 
 
 def prompt_id(messages: list[Message]) -> str:
