@@ -40,7 +40,7 @@ from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
 from pipeline.sampling.runner import RunSummary, sample
 from pipeline.sampling.truncation import cap_warnings, truncation_lines
 from pipeline.store.adhoc import check_read_only, open_sql_reader, refused_file_access
-from pipeline.store.connection import WaitAbandoned, open_reader, run_lock, stop_waiting
+from pipeline.store.connection import WRITER_CONFIG, WaitAbandoned, open_reader, run_lock, stop_waiting
 from pipeline.store.queries import sql
 from pipeline.store.writer import Store
 
@@ -362,7 +362,7 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
 def run_truncation(db: Path, run_id: str) -> list[str]:
     """This run's final replies cut off at max_tokens, per model (nothing if it cannot be read)."""
     try:
-        con = open_reader(db)
+        con = open_reader(db, config=WRITER_CONFIG)   # the writer's memory limit: a run's peak stays the writer's
     except PipelineError:
         return []
     try:
