@@ -210,9 +210,22 @@ def case_scale(b: Bench) -> None:
             b.results.append(row(f"4 scale {planned}", outcome, jobs=planned, plan_s=dry.wall_s,
                                  first_request_s=first - started, jobs_per_s=planned / outcome.wall_s,
                                  db_bytes_per_job=db.stat().st_size / planned,
-                                 **view_latency(db), all_once=done_once(db, planned)))
+                                 **view_latency(db), **export_round_trip(db), all_once=done_once(db, planned)))
             if jobs != sizes[-1]:
                 shutil.rmtree(db.parent, ignore_errors=True)
+
+
+def export_round_trip(db: Path) -> dict[str, Any]:
+    """`pipeline export` to Parquet, read back by DuckDB: seconds, and whether rows and labels match."""
+    out = db.parent / "export"
+    outcome = run_cli(["export", "--db", str(db), "--out", str(out)])
+    exported = duckdb.connect().execute(
+        f"SELECT count(*), count(*) FILTER (WHERE rule_output_label = 'unethical') "
+        f"FROM read_parquet('{out}/**/*.parquet', hive_partitioning = true)").fetchall()
+    stored = query(db, "SELECT count(*), count(*) FILTER (WHERE g.output_label = 'unethical') FROM final_responses f "
+                       "LEFT JOIN current_judgments g ON g.job_id = f.job_id AND g.judge = 'rule'")
+    return {"export_s": outcome.wall_s, "export_peak_rss_mb": outcome.max_rss_mb,
+            "export_matches": outcome.returncode == 0 and exported == stored}
 
 
 def view_latency(db: Path) -> dict[str, float]:
