@@ -40,8 +40,7 @@ def export(db: Path, out: Path, fmt: str, judge: str | None = None) -> tuple[Pat
         options = {"parquet": "FORMAT parquet, PARTITION_BY (scenario, model), OVERWRITE_OR_IGNORE true",
                    "csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json"}[fmt]
         quoted = str(target).replace("'", "''")
-        con.execute(f"COPY ({select}) TO '{quoted}' ({options})", {"judge": judge})
-        (rows,) = con.execute(f"SELECT count(*) FROM ({sql('export_final_responses')})", {"judge": judge}).fetchone() or (0,)
+        (rows,) = con.execute(f"COPY ({select}) TO '{quoted}' ({options})", {"judge": judge}).fetchone() or (0,)
     except duckdb.IOException as exc:
         raise PipelineError(f"--out {out}: cannot be written ({str(exc).splitlines()[0]})") from None
     finally:
