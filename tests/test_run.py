@@ -39,6 +39,9 @@ def test_full_run_stores_every_job_once_and_rerun_sends_nothing(workspace: Works
         assert turns[-1]["role"] == "user" and turns[-1]["content"].startswith(("Customer:", "Portfolio manager:"))
         # each distinct conversation is stored once; every call's request resolves
         assert query(workspace.db, "SELECT count(*) - count(DISTINCT prompt_id) FROM prompts") == [(0,)]
+        # one opening per conversation (demo x 2 variants, plain), shared by all of its jobs and branches
+        assert query(workspace.db, "SELECT count(*) FROM prompts WHERE parent_id IS NULL") == [(3,)]
+        assert query(workspace.db, "SELECT count(DISTINCT prompt_id) FROM responses WHERE call = 'initial'") == [(3,)]
         assert query(workspace.db, "SELECT count(*) FROM responses LEFT JOIN prompt_messages p USING (prompt_id) "
                                    "WHERE p.request_messages IS NULL") == [(0,)]
 
