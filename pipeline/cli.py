@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
 import sys
 from contextlib import ExitStack
@@ -32,7 +33,8 @@ from pipeline.grading.llm_judge import JUDGE_PARAMS
 from pipeline.grading.rule_judge import RULE_JUDGE_NAME
 from pipeline.local_model.server import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, serve_forever
 from pipeline.logs import configure_logging
-from pipeline.progress import Progress
+from pipeline.progress import Progress, format_usd
+from pipeline.sampling.budget import check_priced, cost_lines
 from pipeline.sampling.dryrun import describe_plan
 from pipeline.sampling.embedded import start_embedded_models
 from pipeline.sampling.engine import EngineTally
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT, help="experiment TOML file")
     run.add_argument("--n", type=int, help="samples per cell (default: the experiment's samples_per_cell)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its cost; send nothing")
+    run.add_argument("--max-cost", type=float, metavar="USD",
+                     help="stop sending before the experiment's cost in this database would pass USD "
+                          "(exit 3; default: the experiment's budget_usd)")
     _add_db(run)
     _add_endpoint(run, "single endpoint (replaces the experiment's models)")
 
@@ -173,8 +178,9 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
 def cmd_sample(args: argparse.Namespace) -> int:
     experiment = load_run_experiment(args)
     cells = plan_cells(experiment, args.n)
+    max_cost = budget_cap(args, experiment)
     if args.dry_run:
-        return print_dry_run(cells, args.db)
+        return print_dry_run(cells, args.db, max_cost)
     store = Store(args.db)
     argv = sys.argv[1:]
     with run_lock(args.db), ExitStack() as stack:
@@ -184,23 +190,41 @@ def cmd_sample(args: argparse.Namespace) -> int:
             pending = sum(cell.n for cell in cells) - load_done(con, cells).count
         if pending:  # nothing to do: no server
             cells = start_embedded_models(cells, stack)
-        result = anyio.run(sample, experiment, cells, store, argv)
+        result = anyio.run(sample, experiment, cells, store, argv, max_cost)
     print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
-    return {"completed": 0, "interrupted": 130}.get(result.status, 1)
+    return EXIT_CODES.get(result.status, 1)
 
 
-def print_dry_run(cells: list[Cell], db: Path) -> int:
+EXIT_CODES = {"completed": 0, "interrupted": 130, "budget_reached": 3}
+
+
+def budget_cap(args: argparse.Namespace, experiment: Experiment) -> float | None:
+    """--max-cost, else the experiment's budget_usd; every model must then have a price."""
+    if args.max_cost is not None and not (math.isfinite(args.max_cost) and args.max_cost > 0):
+        raise PipelineError(f"--max-cost must be a number of dollars > 0, got {args.max_cost:g}")
+    cap: float | None = args.max_cost if args.max_cost is not None else experiment.budget_usd
+    if cap is not None:
+        check_priced(experiment.models, "--max-cost" if args.max_cost is not None else "budget_usd")
+    return cap
+
+
+def print_dry_run(cells: list[Cell], db: Path, max_cost: float | None) -> int:
     warnings: list[str] = []
+    mean_reply: dict[str, float] = {}
     if db.exists():
         con = open_reader(db)
         try:
             done = load_done(con, cells)
             warnings = cap_warnings(con, list({id(c.model): c.model for c in cells}.values()))
+            mean_reply = dict(con.execute(sql("mean_reply_by_model")).fetchall())
         finally:
             con.close()
     else:
         done = DoneIndex(cells)
-    print(describe_plan(cells, done))
+    print(describe_plan(cells, done, mean_reply))
+    if max_cost is not None:
+        print(f"budget: at most {format_usd(max_cost)} in total for this experiment in {db.name} "
+              "(what it has cost so far counts)")
     for warning in warnings:
         print(warning)
     return 0
@@ -324,12 +348,19 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
         f"run {result.run_id}: {result.status} in {result.wall_s:.1f} s",
         f"  jobs: {result.planned} planned, {result.planned - result.pending_at_start} already done, "
         f"{result.stored_done} done now, {result.stored_failed} failed, {left} still pending",
-        f"  calls: {result.requests} requests ({rate:.1f}/s), {result.tokens} tokens",
+        f"  calls: {result.requests} requests ({rate:.1f}/s), {result.tokens} tokens, cost {result.spent}",
         f"  rate limits: {result.rate_limited} 429s, {result.limit_wait_s:.1f} s waiting on limits",
         *(f"  limits: {text}" for text in result.limits),
         f"  data: {db}  (try: python -m pipeline status --db {db})",
     ]
     lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]
+    if result.budget:
+        budget = result.budget
+        lines.append(f"  budget: {format_usd(budget.total)} of {format_usd(budget.cap_usd)} spent on this experiment "
+                     f"in {db.name} ({format_usd(budget.spent_before)} before this run)")
+        if budget.reached:
+            lines.append(f"  budget reached: stopped sending, {left} jobs left pending; run again with a higher "
+                         "--max-cost (or budget_usd) to continue")
     if result.stored_failed and not result.stored_done:
         lines.append(f"  every job of this run failed ({result.stored_failed}); most common error: "
                      f"{top_error(db, result.run_id)}")
@@ -381,6 +412,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("recent runs:")
         con.sql(sql("recent_runs")).show(max_width=200)
         print("\n".join(["final replies:", *truncation_lines(con)]))
+        print("\n".join(["cost per model (see the `costs` view):", *cost_lines(con)]))
     finally:
         con.close()
     return 0

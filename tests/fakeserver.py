@@ -65,6 +65,7 @@ class Knobs:
     fixed_window: float | None = None   # LiteLLM's limiter: rpm/tpm per clock-aligned window of S s
     litellm_429: bool = False    # 429s carry only `llm_provider-retry-after: <window>`, as LiteLLM's
     limit_headers: bool = True   # successes carry x-ratelimit-* (False: a server that says nothing)
+    cached_share: float = 0.0    # share of prompt tokens reported as cached (prompt_tokens_details)
 
 
 class Reply(NamedTuple):
@@ -392,7 +393,8 @@ class App:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": "length" if truncated else "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words,
-                      "total_tokens": prompt_tokens + words},
+                      "total_tokens": prompt_tokens + words,
+                      "prompt_tokens_details": {"cached_tokens": int(prompt_tokens * self.knobs.cached_share)}},
         })
         if self.rng.random() < self.knobs.malformed_rate:
             body = body[: len(body) // 2]
@@ -514,6 +516,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
     parser.add_argument("--litellm-429", action="store_true", help="429s carry only llm_provider-retry-after")
     parser.add_argument("--no-limit-headers", dest="limit_headers", action="store_false",
                         help="send no x-ratelimit-* headers")
+    parser.add_argument("--cached-share", type=float, default=0.0,
+                        help="share of prompt tokens reported as cached (usage.prompt_tokens_details)")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port

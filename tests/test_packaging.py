@@ -31,8 +31,10 @@ def test_wheel_contains_prompts_and_sql(tmp_path: Path) -> None:
     (wheel,) = out.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {path.relative_to(REPO).as_posix()
-                for pattern in ("pipeline/grading/prompts/*.md", "pipeline/store/sql/**/*.sql")
+                for pattern in ("pipeline/grading/prompts/*.md", "pipeline/store/sql/**/*.sql",
+                                "pipeline/experiment/prices.toml")
                 for path in REPO.glob(pattern)}
     assert {name for name in expected if "/migrations/" in name}, "no migrations found in the source tree"
     assert {name for name in expected if name.endswith(".md")}, "no prompts found in the source tree"
+    assert "pipeline/experiment/prices.toml" in expected, "no price list found in the source tree"
     assert expected - names == set()

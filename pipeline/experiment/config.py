@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.experiment.pricing import FREE, Price, parse_price, price_list
 from pipeline.experiment.scenarios import BRANCHES, Scenario, load_scenarios
 from pipeline.experiment.tomlfile import TomlFile
 
 _TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "branches",
-             "samples_per_cell", "params", "models"}
+             "samples_per_cell", "params", "models", "budget_usd"}
 _MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", "tpm",
-               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed", "limit_window_s"}
+               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed", "limit_window_s",
+               "price", "batch"}
 DEFAULT_MAX_TOKENS = 512  # when an experiment sets none: room for a Reasoning + Output reply
 DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": DEFAULT_MAX_TOKENS}
 # Sampling parameters checked at load (others are passed through for vendor extensions):
@@ -52,6 +54,8 @@ class ModelConfig:
     embedded: bool = False
     send_seed: bool = True
     limit_window_s: float = 60.0   # rpm/tpm count per window of this length (a gateway's "minute")
+    price: Price | None = None     # None: cost unknown (never counted as 0)
+    batch: bool = False            # sample through the Batch API instead of online calls
 
     def identity(self) -> dict[str, Any]:
         """What about the model changes its answers: part of every job id (not the URL)."""
@@ -68,6 +72,7 @@ class Experiment:
     samples_per_cell: int
     models: list[ModelConfig]
     default_params: dict[str, Any]
+    budget_usd: float | None = None   # cap on what this experiment may cost in the database
 
     def variants_of(self, scenario: Scenario) -> list[str]:
         return self.variants.get(scenario.id, scenario.variant_names)
@@ -95,18 +100,21 @@ def load_experiment(path: Path) -> Experiment:
     variants = _load_variant_filter(doc, scenarios)
     models_raw = doc.get(data, "models", "models", list, [])
     models = [_load_model(doc, raw, index, default_params) for index, raw in enumerate(models_raw)]
+    budget = doc.get(data, "budget_usd", "budget_usd", (int, float), None)
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise doc.error("budget_usd", f"must be a number of dollars > 0, got {budget!r}")
     _refuse_repeats(doc, "models", [model.name for model in models], suffix=".name",
                     why="two [[models]] with one name would share (or fight over) its jobs; give each its own name")
     return Experiment(name=name, path=path, scenarios=scenarios, variants=variants,
                       branches=branches, samples_per_cell=samples, models=models,
-                      default_params=default_params)
+                      default_params=default_params, budget_usd=None if budget is None else float(budget))
 
 
 def endpoint_model(*, model: str, base_url: str, api_key_env: str | None,
                    params: dict[str, Any]) -> ModelConfig:
     """A model given on the command line as one OpenAI-compatible endpoint."""
     return ModelConfig(name=model, base_urls=(base_url.rstrip("/"),), params=dict(params),
-                       api_key_env=api_key_env)
+                       api_key_env=api_key_env, price=price_list().find(model))
 
 
 def single_endpoint(experiment: Experiment, *, model: str, base_url: str,
@@ -188,12 +196,22 @@ def _load_model(doc: TomlFile, raw: Any, index: int, default_params: dict[str, A
     if not (math.isfinite(window_s) and window_s > 0):
         raise doc.error(f"{where}.limit_window_s", "must be > 0 (seconds)")
     return ModelConfig(
-        name=name, base_urls=tuple(u.rstrip("/") for u in urls),
+        name=name, base_urls=tuple(u.rstrip("/") for u in urls), price=_model_price(doc, raw, where, name, embedded),
+        batch=doc.get(raw, f"{where}.batch", "batch", bool, False),
         params={**default_params, **_load_params(doc, raw, f"{where}.params")},
         api_key_env=doc.text_field(raw, f"{where}.api_key_env", "api_key_env", None),
         rpm=limits["rpm"] or None, tpm=limits["tpm"] or None, concurrency=concurrency,
         timeout_s=float(timeout_s), max_attempts=max_attempts, embedded=embedded,
         send_seed=doc.get(raw, f"{where}.send_seed", "send_seed", bool, True), limit_window_s=float(window_s))
+
+
+def _model_price(doc: TomlFile, raw: dict[str, Any], where: str, name: str, embedded: bool) -> Price | None:
+    """The entry's own `price`, else the shipped list price; the embedded model is free."""
+    listed = FREE if embedded else price_list().find(name)
+    if "price" in raw:
+        discount = listed.batch_discount if listed else 0.5
+        return parse_price(doc, raw["price"], f"{where}.price", discount, f"{doc.path.name} ({where}.price)")
+    return listed
 
 
 def _refuse_repeats(doc: TomlFile, field: str, values: list[str], suffix: str = "",

@@ -16,6 +16,7 @@ import aiohttp
 import anyio
 import orjson
 
+from pipeline.experiment.pricing import cached_prompt_tokens
 from pipeline.sampling.ratelimit_headers import Window, windows
 from pipeline.sampling.retry import MALFORMED_BODY, QUOTA_CODES, Failure
 from pipeline.store.writer import cap_text
@@ -37,6 +38,7 @@ class Completion:
     completion_tokens: int | None
     latency_s: float
     status: int
+    cached_tokens: int | None = None   # prompt tokens served from the provider's cache
     truncated: bool = False   # the text was longer than MAX_TEXT_CHARS and is cut there
     windows: Mapping[str, Window] = field(default_factory=dict)  # the server's budgets after it
 
@@ -96,11 +98,11 @@ class ChatClient:
             headers = {name.lower(): value for name, value in response_headers.items()}
             raise CallFailed(Failure(f"HTTP {status}: {self.redact(message)}", status, code, headers))
         try:
-            return replace(_parse_completion(content, latency), windows=windows(response_headers, time.time()))
+            return replace(parse_completion(content, latency), windows=windows(response_headers, time.time()))
         except ValueError:
             pass
         try:  # the message quotes the body: redact it whole before it is cut short
-            _parse_completion(self.redact_bytes(content), latency)
+            parse_completion(self.redact_bytes(content), latency)
         except ValueError as exc:
             raise CallFailed(Failure(str(exc), 200, MALFORMED_BODY)) from None
         raise CallFailed(Failure("malformed response body", 200, MALFORMED_BODY))
@@ -164,12 +166,13 @@ def _error_details(content: bytes) -> tuple[str | None, str]:
     return None, content[:300].decode("utf-8", "replace").strip() or "(empty body)"
 
 
-def _parse_completion(content: bytes, latency: float) -> Completion:
+def parse_completion(content: bytes, latency: float) -> Completion:
     try:
         data = orjson.loads(content)
         choice = data["choices"][0]
         text = choice["message"]["content"]
         usage = data.get("usage") or {}
+        cached = cached_prompt_tokens(usage)
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"malformed response body ({type(exc).__name__}): {content[:120]!r}") from None
     if not isinstance(text, str):
@@ -177,5 +180,5 @@ def _parse_completion(content: bytes, latency: float) -> Completion:
     text, truncated = cap_text(text)
     return Completion(text=text, finish_reason=choice.get("finish_reason"),
                       prompt_tokens=usage.get("prompt_tokens"),
-                      completion_tokens=usage.get("completion_tokens"),
+                      completion_tokens=usage.get("completion_tokens"), cached_tokens=cached,
                       latency_s=latency, status=200, truncated=truncated)

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from pipeline.experiment.scenarios import Message
+from pipeline.sampling.budget import Budget, job_cost_bound
 from pipeline.sampling.lane import CallRecord, Lane
 from pipeline.sampling.plan import Job
 from pipeline.store.writer import Outcome, utc_now
@@ -19,7 +20,22 @@ from pipeline.store.writer import Outcome, utc_now
 log = structlog.get_logger()
 
 
-async def execute_job(job: Job, lane: Lane, run_id: str) -> Outcome:
+async def execute_job(job: Job, lane: Lane, run_id: str, budget: Budget | None = None) -> Outcome:
+    """One job; under a budget its upper bound is reserved first and settled at its real cost."""
+    if budget is None:
+        return await _run_job(job, lane, run_id)
+    bound = job_cost_bound(job, lane.model)
+    budget.reserve(bound)
+    cost = bound   # a job that ends in an exception may have spent its calls: count them all
+    try:
+        outcome = await _run_job(job, lane, run_id)
+        cost = sum(row["cost_usd"] or 0.0 for row in outcome.rows["responses"])
+        return outcome
+    finally:
+        budget.settle(bound, cost)
+
+
+async def _run_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     conversation = job.cell.conversation
     responses: list[dict[str, Any]] = []
     initial = job.fixed_response()
@@ -68,4 +84,5 @@ def _response_row(job: Job, lane: Lane, run_id: str, call: str, messages: list[M
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "latency_ms": None if outcome.latency_s is None else round(outcome.latency_s * 1000, 2),
             "attempts": outcome.attempts, "http_status": outcome.status, "error": outcome.error,
-            "truncated": outcome.truncated, "created_at": utc_now()}
+            "truncated": outcome.truncated, "cached_tokens": outcome.cached_tokens, "cost_usd": outcome.cost_usd,
+            "created_at": utc_now()}

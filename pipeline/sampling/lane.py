@@ -58,6 +58,8 @@ class CallRecord:
     status: int | None
     error: str | None
     truncated: bool = False
+    cached_tokens: int | None = None
+    cost_usd: float | None = None      # None: the model has no price (unknown, not 0)
 
     @property
     def ok(self) -> bool:
@@ -117,15 +119,18 @@ class Lane:
                     raise self.dead from None
                 if decision.action is Action.FAIL_JOB:
                     message = failure.message if attempts == 1 else f"{decision.reason}: {failure.message}"
-                    return CallRecord(None, None, None, None, None, attempts, failure.status, message)
+                    return CallRecord(None, None, None, None, None, attempts, failure.status, message,
+                                      cost_usd=None if self.model.price is None else 0.0)
                 if decision.pause_lane:
                     rate_limited_s += decision.delay_s
                     self._pause(decision.delay_s)
                 await self._wait_retry(decision.delay_s)
                 continue
+            cost = call_cost(self.model, result.prompt_tokens, result.cached_tokens, result.completion_tokens)
+            self.progress.count_cost(cost)
             return CallRecord(result.text, result.finish_reason, result.prompt_tokens,
                                result.completion_tokens, result.latency_s, attempts, result.status, None,
-                               result.truncated)
+                               result.truncated, result.cached_tokens, cost)
 
     def _stop(self, message: str, status: int | None) -> None:
         """The endpoint is unusable: every call of the lane, in flight or queued, stops."""
@@ -325,6 +330,12 @@ def make_lanes(model: ModelConfig, progress: Progress) -> list[Lane]:
 async def close_lanes(lanes: list[Lane]) -> None:
     for lane in lanes:
         await lane.aclose()
+
+
+def call_cost(model: ModelConfig, prompt: int | None, cached: int | None, completion: int | None,
+              batch: bool = False) -> float | None:
+    """$ of one answered call; None when the model has no price."""
+    return None if model.price is None else model.price.cost(prompt, cached, completion, batch)
 
 
 def estimate_tokens(messages: list[Message]) -> int:

@@ -19,6 +19,7 @@ import pipeline
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import Experiment, ModelConfig
 from pipeline.progress import Progress
+from pipeline.sampling.budget import Budget, experiment_spent
 from pipeline.sampling.engine import Stream, recover_journal, run_engine
 from pipeline.sampling.job import execute_job
 from pipeline.sampling.journal import Journal
@@ -36,7 +37,7 @@ class RunSummary:
     """What `pipeline sample` prints at the end and returns as its exit status."""
 
     run_id: str
-    status: str              # completed | interrupted | failed
+    status: str              # completed | interrupted | failed | budget_reached
     planned: int
     pending_at_start: int
     stored_done: int = 0
@@ -48,6 +49,10 @@ class RunSummary:
     limit_wait_s: float = 0.0
     limits: list[str] = field(default_factory=list)   # per lane: limits in force and their source
     endpoint_errors: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0    # this run's priced calls
+    unpriced: int = 0        # calls whose model has no price
+    spent: str = ""          # this run's cost as printed ("$1.23 + unknown (...)")
+    budget: Budget | None = None
 
 
 def models_of(cells: list[Cell]) -> list[ModelConfig]:
@@ -55,19 +60,24 @@ def models_of(cells: list[Cell]) -> list[ModelConfig]:
     return list({id(cell.model): cell.model for cell in cells}.values())
 
 
-def lane_workers(lanes: list[Lane], run_id: str) -> list[partial[Any]]:
+def lane_workers(lanes: list[Lane], run_id: str, budget: Budget | None) -> list[partial[Any]]:
     """`concurrency` workers per lane, each running one job at a time through its lane."""
-    return [partial(execute_job, lane=lane, run_id=run_id)
+    return [partial(execute_job, lane=lane, run_id=run_id, budget=budget)
             for lane in lanes for _ in range(lane.model.concurrency)]
 
 
-async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str]) -> RunSummary:
+async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str],
+                 max_cost: float | None = None) -> RunSummary:
+    """Sample the pending jobs of `cells`; `max_cost` caps what the experiment may cost ($)."""
     journal = Journal(store.path)
     await _interruptible(recover_journal, journal, store)
     done = await _interruptible(_load_done, store, cells)
+    budget = None
+    if max_cost is not None:
+        budget = Budget(max_cost, spent_before=await _interruptible(_spent, store, experiment.name))
     planned = sum(cell.n for cell in cells)
     result = RunSummary(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
-                       pending_at_start=planned - done.count)
+                       pending_at_start=planned - done.count, budget=budget)
     progress = Progress(total=result.pending_at_start)
     models = models_of(cells)
     lanes: dict[int, list[Lane]] = {}
@@ -84,12 +94,14 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
         log.info("run started", run_id=result.run_id, planned=planned, already_done=done.count,
                  pending=result.pending_at_start, db=str(store.path))
         streams = [Stream(pending_jobs([c for c in cells if c.model is model], done),
-                          lane_workers(lanes[id(model)], result.run_id)) for model in models]
+                          lane_workers(lanes[id(model)], result.run_id, budget)) for model in models]
         engine = await run_engine(streams, store, journal, progress, run_id=result.run_id)
         result.status, result.endpoint_errors = engine.status, engine.endpoint_errors
         result.stored_done, result.stored_failed = engine.stored_ok, engine.stored_failed
         if result.status == "completed" and result.stored_failed and not result.stored_done:
             result.status = "failed"   # every job of the run failed: nothing was sampled
+        if result.status == "completed" and budget and budget.reached:
+            result.status = "budget_reached"
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class(), WaitAbandoned))
         result.status = "interrupted" if interrupted else "failed"
@@ -100,6 +112,7 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
             await close_lanes(all_lanes)
             result.wall_s = time.monotonic() - started
             result.requests, result.tokens = progress.requests, progress.tokens
+            result.cost_usd, result.unpriced, result.spent = progress.cost_usd, progress.unpriced, progress.spent()
             result.rate_limited = progress.rate_limited
             result.limit_wait_s = sum(lane.waited_s() for lane in all_lanes)
             result.limits = [lane.limits_in_force() for lane in all_lanes]
@@ -151,6 +164,11 @@ def _finish_run(store: Store, result: RunSummary) -> None:
     except (PipelineError, duckdb.Error) as exc:
         log.warning("could not mark the run as finished; the next start marks it killed",
                     run_id=result.run_id, status=result.status, error=str(exc).splitlines()[0])
+
+
+def _spent(store: Store, experiment: str) -> float:
+    with store.connect() as con:
+        return experiment_spent(con, experiment)
 
 
 def _load_done(store: Store, cells: list[Cell]) -> DoneIndex:

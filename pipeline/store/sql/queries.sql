@@ -112,3 +112,12 @@ GROUP BY ALL ORDER BY model, max_tokens;
 SELECT scenario, variant, branch, model, count(*) AS cut
 FROM final_responses WHERE finish_reason = 'length'
 GROUP BY ALL ORDER BY ALL;
+
+-- name: experiment_spent
+-- What an experiment's runs have cost so far (the budget cap counts it).
+SELECT sum(r.cost_usd) FROM responses r JOIN runs u ON u.run_id = r.run_id WHERE u.experiment = ?;
+
+-- name: mean_reply_by_model
+-- How long a model's answered replies were, on average (the dry run's expected reply length).
+SELECT model, avg(completion_tokens) FROM responses
+WHERE error IS NULL AND completion_tokens IS NOT NULL GROUP BY model;
