@@ -8,6 +8,7 @@ import math
 import os
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from pipeline.grading.rule_judge import RULE_JUDGE_NAME
 from pipeline.local_model.server import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, serve_forever
 from pipeline.logs import configure_logging
 from pipeline.progress import Progress, format_usd
+from pipeline.sampling.batch.driver import BatchOptions
 from pipeline.sampling.budget import check_priced, cost_lines
 from pipeline.sampling.dryrun import describe_plan
 from pipeline.sampling.embedded import start_embedded_models
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=float, metavar="USD",
                      help="stop sending before the experiment's cost in this database would pass USD "
                           "(exit 3; default: the experiment's budget_usd)")
+    run.add_argument("--batch", action="store_true",
+                     help="sample every model through the Batch API (/v1/files, /v1/batches; half price at OpenAI)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="with batches: submit and exit; a later `sample --batch` collects")
+    run.add_argument("--poll-s", type=float, default=30.0, help="with batches: seconds between polls (default 30)")
     _add_db(run)
     _add_endpoint(run, "single endpoint (replaces the experiment's models)")
 
@@ -177,6 +184,7 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     experiment = load_run_experiment(args)
+    experiment = batch_models(args, experiment)
     cells = plan_cells(experiment, args.n)
     max_cost = budget_cap(args, experiment)
     if args.dry_run:
@@ -190,12 +198,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
             pending = sum(cell.n for cell in cells) - load_done(con, cells).count
         if pending:  # nothing to do: no server
             cells = start_embedded_models(cells, stack)
-        result = anyio.run(sample, experiment, cells, store, argv, max_cost)
+        options = BatchOptions(wait=not args.no_wait, poll_s=args.poll_s)
+        result = anyio.run(sample, experiment, cells, store, argv, max_cost, options)
     print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
     return EXIT_CODES.get(result.status, 1)
 
 
 EXIT_CODES = {"completed": 0, "interrupted": 130, "budget_reached": 3}
+
+
+def batch_models(args: argparse.Namespace, experiment: Experiment) -> Experiment:
+    """--batch sends every model through the Batch API (not part of job ids: same jobs)."""
+    if not (math.isfinite(args.poll_s) and args.poll_s > 0):
+        raise PipelineError(f"--poll-s must be a number of seconds > 0, got {args.poll_s:g}")
+    models = [replace(model, batch=True) for model in experiment.models] if args.batch else experiment.models
+    for model in models:
+        if model.batch and model.embedded:
+            raise PipelineError(f"model {model.name!r}: the embedded model has no Batch API (drop --batch or batch = true)")
+    if args.no_wait and not any(model.batch for model in models):
+        raise PipelineError("--no-wait is for batch runs (add --batch)")
+    return replace(experiment, models=models)
 
 
 def budget_cap(args: argparse.Namespace, experiment: Experiment) -> float | None:
@@ -354,6 +376,7 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
         f"  data: {db}  (try: python -m pipeline status --db {db})",
     ]
     lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]
+    lines += batch_lines(result)
     if result.budget:
         budget = result.budget
         lines.append(f"  budget: {format_usd(budget.total)} of {format_usd(budget.cap_usd)} spent on this experiment "
@@ -371,6 +394,21 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
     if left:
         lines.append("  run the same command again to finish the pending jobs")
     print("\n".join(lines))
+
+
+def batch_lines(result: RunSummary) -> list[str]:
+    """What the Batch API side of a run did, and what is left."""
+    tally = result.batch
+    if tally is None:
+        return []
+    lines = [f"  batches: {tally.submitted} submitted now ({tally.requests_submitted} requests), {tally.collected} "
+             f"collected ({tally.answered} requests answered, {tally.unanswered} unanswered), {tally.still_open} open"]
+    if tally.still_open:
+        states = ", ".join(f"{count} {status}" for status, count in sorted(tally.by_status.items()))
+        lines.append(f"  open batches ({states}): run `pipeline sample --batch` again later to collect them")
+    for why, count in tally.errors.most_common(3):
+        lines.append(f"  unanswered ({count}): {why} -- their jobs are pending; the next `sample --batch` resubmits them")
+    return lines
 
 
 def run_truncation(db: Path, run_id: str) -> list[str]:
@@ -413,6 +451,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         con.sql(sql("recent_runs")).show(max_width=200)
         print("\n".join(["final replies:", *truncation_lines(con)]))
         print("\n".join(["cost per model (see the `costs` view):", *cost_lines(con)]))
+        if con.execute(sql("batch_status")).fetchall():
+            print("batches (newest first):")
+            con.sql(sql("batch_status")).show(max_width=200)
     finally:
         con.close()
     return 0

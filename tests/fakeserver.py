@@ -30,12 +30,14 @@ from typing import Any, NamedTuple
 import httpx
 import orjson
 
+from tests.fakebatch import FakeBatchApi
+
 MODEL = "fake-model"
 DEFAULT_REPLY = "Reasoning: I weigh the request (seed {seed}).\nOutput: Reply #{hash}."
 DEFAULT_MAX_TOKENS = 256  # what --tpm charges when a request sets no max_tokens
 HANG_S = 3600.0  # far beyond any client timeout
 CHAT_PATH = "/v1/chat/completions"
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+REASONS = {200: "OK", 409: "Conflict", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 WORD = re.compile(r"\S+")
 
@@ -66,6 +68,9 @@ class Knobs:
     litellm_429: bool = False    # 429s carry only `llm_provider-retry-after: <window>`, as LiteLLM's
     limit_headers: bool = True   # successes carry x-ratelimit-* (False: a server that says nothing)
     cached_share: float = 0.0    # share of prompt tokens reported as cached (prompt_tokens_details)
+    batch_step_s: float = 0.3    # Batch API: seconds per lifecycle step (validating, in_progress, ...)
+    batch_outcome: str = "completed"   # how new batches end: completed | failed | expired | cancelled
+    batch_create_hang: str = ""  # POST /v1/batches never answers: "before" creating, or "after"
 
 
 class Reply(NamedTuple):
@@ -186,6 +191,7 @@ class App:
         self.completions = 0
         self.in_flight = 0
         self.reset()
+        self.batch_api = FakeBatchApi(self)
         self.routes = {
             ("POST", CHAT_PATH): self.chat,
             ("GET", "/v1/models"): self.models,
@@ -213,6 +219,8 @@ class App:
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         route = self.routes.get((method, path.split("?", 1)[0]))
+        if route is None and path.startswith(("/v1/files", "/v1/batches")):
+            return self.batch_api.handle(method, path, headers, body)
         if route is None:
             return json_reply(404, error_body(f"Unknown route {method} {path}",
                                               "invalid_request_error", "unknown_url"))
@@ -226,7 +234,7 @@ class App:
             {"id": MODEL, "object": "model", "created": 0, "owned_by": "fakeserver"}]})
 
     def stats(self, headers: dict[str, str], body: bytes) -> Reply:
-        return json_reply(200, {"requests": self.requests, "by_status": self.by_status,
+        return json_reply(200, {**self.batch_api.stats(), "requests": self.requests, "by_status": self.by_status,
                                 "calls": self.calls, "max_in_flight": self.max_in_flight,
                                 "rejected_by_window": self.rejected_by_window, "first_window": self.first_window})
 
@@ -518,6 +526,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
                         help="send no x-ratelimit-* headers")
     parser.add_argument("--cached-share", type=float, default=0.0,
                         help="share of prompt tokens reported as cached (usage.prompt_tokens_details)")
+    parser.add_argument("--batch-step-s", type=float, default=0.3, help="Batch API: seconds per lifecycle step")
+    parser.add_argument("--batch-outcome", default="completed", choices=["completed", "failed", "expired", "cancelled"],
+                        help="how new batches end")
+    parser.add_argument("--batch-create-hang", default="", choices=["", "before", "after"],
+                        help="POST /v1/batches never answers, before or after creating the batch")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port

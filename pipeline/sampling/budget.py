@@ -18,6 +18,7 @@ import duckdb
 
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import DEFAULT_MAX_TOKENS, ModelConfig
+from pipeline.experiment.scenarios import Message
 from pipeline.progress import format_usd
 from pipeline.sampling.engine import StopWorker
 from pipeline.sampling.lane import estimate_tokens
@@ -60,13 +61,23 @@ class Budget:
 
 def job_cost_bound(job: Job, model: ModelConfig, batch: bool = False) -> float:
     """The most a job's calls can cost: every reply at max_tokens, prompts with a margin."""
-    assert model.price is not None, "check_priced() runs before any budgeted run"
     max_tokens = int(model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
     conversation = job.cell.conversation
     fixed = job.fixed_response()
     prompts = [estimate_tokens(conversation.closing(fixed))] if fixed is not None else [
         estimate_tokens(conversation.opening()), estimate_tokens(conversation.closing("")) + max_tokens]
-    return sum(model.price.upper_bound(math.ceil(p * PROMPT_MARGIN), max_tokens, batch) for p in prompts)
+    return sum(_bound(model, prompt, batch) for prompt in prompts)
+
+
+def call_cost_bound(model: ModelConfig, messages: list[Message], batch: bool = False) -> float:
+    """The most one call with these messages can cost."""
+    return _bound(model, estimate_tokens(messages), batch)
+
+
+def _bound(model: ModelConfig, prompt: int, batch: bool) -> float:
+    assert model.price is not None, "check_priced() runs before any budgeted run"
+    max_tokens = int(model.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    return model.price.upper_bound(math.ceil(prompt * PROMPT_MARGIN), max_tokens, batch)
 
 
 def check_priced(models: Sequence[ModelConfig], flag: str) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 import structlog
 
+from pipeline.experiment.config import ModelConfig
 from pipeline.experiment.scenarios import Message
 from pipeline.sampling.budget import Budget, job_cost_bound
-from pipeline.sampling.lane import CallRecord, Lane
+from pipeline.sampling.lane import CallRecord, Lane, request_params
 from pipeline.sampling.plan import Job
 from pipeline.store.writer import Outcome, utc_now
 
@@ -42,18 +43,18 @@ async def _run_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     if initial is None:
         messages = conversation.opening()
         outcome = await _call(lane, job, "initial", messages)
-        responses.append(_response_row(job, lane, run_id, "initial", messages, outcome))
+        responses.append(response_row(job, lane.model, lane.base_url, run_id, "initial", messages, outcome))
         if not outcome.ok:
-            return _outcome(job, run_id, f"initial call: {outcome.error}", responses)
+            return job_outcome(job, run_id, f"initial call: {outcome.error}", responses)
         initial = outcome.text or ""
     messages = conversation.closing(initial)
     outcome = await _call(lane, job, "final", messages)
-    responses.append(_response_row(job, lane, run_id, "final", messages, outcome))
+    responses.append(response_row(job, lane.model, lane.base_url, run_id, "final", messages, outcome))
     error = None if outcome.ok else f"final call: {outcome.error}"
-    return _outcome(job, run_id, error, responses)
+    return job_outcome(job, run_id, error, responses)
 
 
-def _outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]]) -> Outcome:
+def job_outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]]) -> Outcome:
     if error:
         log.warning("job failed", job_id=job.job_id, scenario=job.cell.scenario.id, branch=job.cell.branch,
                     seed=job.seed, error=error)
@@ -75,11 +76,11 @@ def _job_row(job: Job, run_id: str, error: str | None) -> dict[str, Any]:
             "finished_at": utc_now()}
 
 
-def _response_row(job: Job, lane: Lane, run_id: str, call: str, messages: list[Message],
-                  outcome: CallRecord) -> dict[str, Any]:
-    return {"job_id": job.job_id, "run_id": run_id, "call": call, "model": lane.model.name,
-            "base_url": lane.base_url, "request_messages": messages,
-            "request_params": lane.request_params(job.seed),
+def response_row(job: Job, model: ModelConfig, base_url: str, run_id: str, call: str, messages: list[Message],
+                 outcome: CallRecord) -> dict[str, Any]:
+    return {"job_id": job.job_id, "run_id": run_id, "call": call, "model": model.name,
+            "base_url": base_url, "request_messages": messages,
+            "request_params": request_params(model, job.seed),
             "response_text": outcome.text, "finish_reason": outcome.finish_reason,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "latency_ms": None if outcome.latency_s is None else round(outcome.latency_s * 1000, 2),

@@ -92,11 +92,7 @@ class Lane:
         self._died = anyio.Event()   # wakes every wait of the lane when the endpoint stops
 
     def request_params(self, seed: int) -> dict[str, Any]:
-        """Everything sent besides the messages (stored with each response)."""
-        params: dict[str, Any] = {"model": self.model.name, **self.model.params}
-        if self.model.send_seed:
-            params["seed"] = seed
-        return params
+        return request_params(self.model, seed)
 
     async def call(self, messages: list[Message], seed: int, headers: dict[str, str]) -> CallRecord:
         """One call with retries. Raises EndpointError when the endpoint itself is unusable."""
@@ -330,6 +326,14 @@ def make_lanes(model: ModelConfig, progress: Progress) -> list[Lane]:
 async def close_lanes(lanes: list[Lane]) -> None:
     for lane in lanes:
         await lane.aclose()
+
+
+def request_params(model: ModelConfig, seed: int) -> dict[str, Any]:
+    """Everything sent besides the messages (stored with each response)."""
+    params: dict[str, Any] = {"model": model.name, **model.params}
+    if model.send_seed:
+        params["seed"] = seed
+    return params
 
 
 def call_cost(model: ModelConfig, prompt: int | None, cached: int | None, completion: int | None,

@@ -76,6 +76,8 @@ TABLES = {
     "responses": TableSpec(key=("job_id", "run_id", "call")),
     "judgments": TableSpec(key=("job_id", "judge", "judge_version"), replace=True),
     "human_labels": TableSpec(key=("job_id", "labeller", "labelled_at")),
+    "batches": TableSpec(key=("batch_key",), replace=True),
+    "batch_requests": TableSpec(key=("batch_key", "custom_id")),
 }
 
 

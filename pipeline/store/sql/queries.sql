@@ -121,3 +121,28 @@ SELECT sum(r.cost_usd) FROM responses r JOIN runs u ON u.run_id = r.run_id WHERE
 -- How long a model's answered replies were, on average (the dry run's expected reply length).
 SELECT model, avg(completion_tokens) FROM responses
 WHERE error IS NULL AND completion_tokens IS NOT NULL GROUP BY model;
+
+-- name: open_batches
+-- Batches not collected yet (every column of `batches`; times as UTC text), oldest first.
+SELECT * REPLACE (strftime(timezone('UTC', created_at), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS created_at,
+                  strftime(timezone('UTC', updated_at), '%Y-%m-%dT%H:%M:%S.%f+00:00') AS updated_at,
+                  NULL::VARCHAR AS collected_at)
+FROM batches WHERE collected_at IS NULL AND list_contains(?, model) ORDER BY batches.created_at, batch_key;
+
+-- name: in_flight_requests
+SELECT q.custom_id FROM batch_requests q JOIN batches b USING (batch_key) WHERE b.collected_at IS NULL;
+
+-- name: batch_initial_replies
+-- Sampled jobs' initial replies that came back from a batch (the final round is built on them).
+SELECT job_id, arg_max(run_id, created_at), arg_max(response_text, created_at)
+FROM responses WHERE call = 'initial' AND batch_id IS NOT NULL AND error IS NULL
+GROUP BY job_id;
+
+-- name: batch_request_lines
+SELECT custom_id, job_id, call, run_id, line FROM batch_requests WHERE batch_key = ? ORDER BY custom_id;
+
+-- name: batch_status
+-- What `pipeline status` lists: every batch, newest first.
+SELECT model, round, status, requests, completed, failed, batch_id, input_file_id,
+       created_at, collected_at IS NOT NULL AS collected
+FROM batches ORDER BY created_at DESC LIMIT 20;
