@@ -451,7 +451,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         con.sql(sql("recent_runs")).show(max_width=200)
         print("\n".join(["final replies:", *truncation_lines(con)]))
         print("\n".join(["cost per model (see the `costs` view):", *cost_lines(con)]))
-        if con.execute(sql("batch_status")).fetchall():
+        if con.execute(sql("count_batches")).fetchall()[0][0]:
             print("batches (newest first):")
             con.sql(sql("batch_status")).show(max_width=200)
     finally:

@@ -160,8 +160,7 @@ class FakeBatchApi:
             ordered = [b for b in ordered if b.id < args["after"]]
         limit = int(args.get("limit", 20))
         page = ordered[:limit]
-        now = time.time()
-        return json_reply(200, {"object": "list", "data": [b.object(now) for b in page],
+        return json_reply(200, {"object": "list", "data": [self.retrieve(b.id) for b in page],
                                 "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
                                 "has_more": len(ordered) > limit})
 

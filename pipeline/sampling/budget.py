@@ -91,8 +91,8 @@ def check_priced(models: Sequence[ModelConfig], flag: str) -> None:
 
 def experiment_spent(con: duckdb.DuckDBPyConnection, experiment: str) -> float:
     """$ every stored call of this experiment's runs cost (priced calls)."""
-    row = con.execute(sql("experiment_spent"), [experiment]).fetchone()
-    return float(row[0]) if row and row[0] is not None else 0.0
+    (spent,), = con.execute(sql("experiment_spent"), [experiment]).fetchall()
+    return float(spent) if spent is not None else 0.0
 
 
 def cost_lines(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -141,6 +141,9 @@ GROUP BY job_id;
 -- name: batch_request_lines
 SELECT custom_id, job_id, call, run_id, line FROM batch_requests WHERE batch_key = ? ORDER BY custom_id;
 
+-- name: count_batches
+SELECT count(*) FROM batches;
+
 -- name: batch_status
 -- What `pipeline status` lists: every batch, newest first.
 SELECT model, round, status, requests, completed, failed, batch_id, input_file_id,
