@@ -7,7 +7,7 @@ and status lifecycle: validating -> in_progress -> finalizing -> completed, one 
 the output file, the rest in the error file as `batch_expired`) and cancelled. Each line is
 answered by the chat server's own logic (so `bad_seeds` lines land in the error file as 400s),
 and output lines come back shuffled. `batch_create_hang` simulates a client killed around
-batch creation: `before` never creates, `after` creates and never answers.
+batch creation: `before` never creates, `after` creates and never answers (`refuse`: a 400).
 """
 
 from __future__ import annotations
@@ -139,6 +139,9 @@ class FakeBatchApi:
             return json_reply(400, error_body("input_file_id must name an uploaded file; completion_window 24h",
                                               "invalid_request_error", None))
         hang = knobs.batch_create_hang
+        if hang == "refuse":
+            return json_reply(400, error_body("The batch input file is invalid (fake server).",
+                                              "invalid_request_error", "invalid_file"))
         if hang == "before":
             return json_reply(500, error_body("never answered", "server_error", None))._replace(delay=HANG_S)
         lines = [orjson.loads(line) for line in source.content.splitlines() if line.strip()]

@@ -70,7 +70,7 @@ class Knobs:
     cached_share: float = 0.0    # share of prompt tokens reported as cached (prompt_tokens_details)
     batch_step_s: float = 0.3    # Batch API: seconds per lifecycle step (validating, in_progress, ...)
     batch_outcome: str = "completed"   # how new batches end: completed | failed | expired | cancelled
-    batch_create_hang: str = ""  # POST /v1/batches never answers: "before" creating, or "after"
+    batch_create_hang: str = ""  # POST /v1/batches never answers: "before" creating, or "after"; "refuse": 400
 
 
 class Reply(NamedTuple):
@@ -529,8 +529,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
     parser.add_argument("--batch-step-s", type=float, default=0.3, help="Batch API: seconds per lifecycle step")
     parser.add_argument("--batch-outcome", default="completed", choices=["completed", "failed", "expired", "cancelled"],
                         help="how new batches end")
-    parser.add_argument("--batch-create-hang", default="", choices=["", "before", "after"],
-                        help="POST /v1/batches never answers, before or after creating the batch")
+    parser.add_argument("--batch-create-hang", default="", choices=["", "before", "after", "refuse"],
+                        help="POST /v1/batches never answers, before or after creating the batch (refuse: 400)")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port

@@ -205,6 +205,18 @@ def test_kill_during_polling_then_rerun_submits_nothing_new(workspace: Workspace
         assert_every_job_once(workspace, server, FIXTURE_JOBS, FIXTURE_CALLS)
 
 
+def test_a_refused_batch_stops_the_run_and_gives_its_jobs_back(workspace: Workspace) -> None:
+    with FakeServer(batch_step_s=0.05, batch_create_hang="refuse") as server:
+        workspace.write_experiment(server.base_url, n=2)
+        out = batch_sample(workspace, server, check=False)
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert "The batch input file is invalid" in out.stdout
+        assert query(workspace.db, "SELECT status, collected_at IS NOT NULL FROM batches") == [("failed", True)]
+        server.configure(batch_create_hang="")
+        batch_sample(workspace, server)
+        assert query(workspace.db, "SELECT count(*), count(DISTINCT job_id) FROM jobs") == [(FIXTURE_JOBS, FIXTURE_JOBS)]
+
+
 def test_split_keeps_to_the_request_and_byte_limits() -> None:
     lines = [BatchLine(job=None, call="final", run_id="r", line=b"x" * size)  # type: ignore[arg-type]
              for size in (10, 10, 10, 30, 5)]

@@ -18,7 +18,12 @@ PAGE = 100
 
 
 class BatchApiError(PipelineError):
-    """The Batch API refused or kept failing: the run stops, what is stored stays stored."""
+    """The Batch API refused or kept failing: the run stops, what is stored stays stored.
+    `refused`: the server answered 4xx (not 429), so the same request will not succeed later."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 class BatchApi:
@@ -81,6 +86,7 @@ class BatchApi:
 
     async def _send(self, method: str, path: str, form: Any = None, json: Any = None) -> bytes:
         url = self.base_url + path
+        refused = False
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 data = form() if form else (orjson.dumps(json) if json is not None else None)
@@ -95,10 +101,11 @@ class BatchApi:
                     return content
                 problem = f"HTTP {status}: {self._redact(content[:300].decode('utf-8', 'replace'))}"
                 if status < 500 and status != 429:
+                    refused = True
                     break
             if attempt < ATTEMPTS:
                 await anyio.sleep(min(30.0, 0.5 * 2 ** attempt))
-        raise BatchApiError(f"Batch API {method} {url}: {problem}")
+        raise BatchApiError(f"Batch API {method} {url}: {problem}", refused=refused)
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secret)

@@ -187,6 +187,24 @@ class BatchDriver:
     async def _advance(self, record: BatchRecord, done: DoneIndex | None, content: bytes | None = None) -> None:
         """Take the batch as far as it goes now. `content` given: this process just prepared it
         (nothing can exist on the server yet); else look for what a killed run left there."""
+        try:
+            await self._submit_steps(record, content)
+        except BatchApiError as exc:
+            if exc.refused:   # e.g. a file the server will not take: give its jobs back, then stop
+                record.status, record.error, record.collected_at = "failed", str(exc)[:1000], utc_now()
+                await self._save(record)
+            raise
+        if record.status not in TERMINAL:
+            before = (record.status, record.completed, record.failed)
+            assert record.batch_id
+            record.adopt(await self.apis[record.model].retrieve(record.batch_id))
+            if (record.status, record.completed, record.failed) != before:
+                await self._save(record)
+        if record.status in TERMINAL:
+            await self._collect(record, done or (await self._state()).done)
+
+    async def _submit_steps(self, record: BatchRecord, content: bytes | None) -> None:
+        """Upload and create, each step stored the moment it is done."""
         api = self.apis[record.model]
         fresh = content is not None
         if record.status == "preparing":
@@ -202,15 +220,6 @@ class BatchDriver:
                 found = await api.create(record.input_file_id, {"pipeline_batch_key": record.batch_key})
             record.adopt(found)
             await self._save(record)
-            return
-        if record.status not in TERMINAL:
-            before = (record.status, record.completed, record.failed)
-            assert record.batch_id
-            record.adopt(await api.retrieve(record.batch_id))
-            if (record.status, record.completed, record.failed) != before:
-                await self._save(record)
-        if record.status in TERMINAL:
-            await self._collect(record, done or (await self._state()).done)
 
     async def _content(self, record: BatchRecord) -> bytes:
         def read() -> bytes:
