@@ -37,7 +37,7 @@ class ModelEstimate:
         price = model.price
         if price is None:
             return (f"  cost: unknown ({model.name} is not in prices.toml; add price = {{ input = ..., "
-                    "output = ... }} to its [[models]] entry)")
+                    "output = ... } to its [[models]] entry)")
         parts = []
         for label, batch in (("online", False), ("batch", True)):
             expected = price.cost(self.prompt_tokens, 0, round(self.expected_completion), batch)
