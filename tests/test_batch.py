@@ -181,9 +181,11 @@ def test_kill_around_batch_creation_then_rerun_submits_nothing_twice(workspace: 
         server.configure(batch_create_hang="")
         batch_sample(workspace, server)
         stats = server.stats()
-        # One upload and one batch per stored batch: nothing was uploaded or created twice.
-        assert stats["files_uploaded"] == stats["batches_created"] == 3
-        assert query(workspace.db, "SELECT count(*), count(DISTINCT input_file_id) FROM batches") == [(3, 3)]
+        # One upload and one batch per stored batch: nothing was uploaded or created twice. (2 or 3
+        # batches: the fixed jobs' calls join the sampled finals when the first batch has already
+        # ended by the time the rerun finds it.)
+        (batches, files), = query(workspace.db, "SELECT count(*), count(DISTINCT input_file_id) FROM batches")
+        assert stats["files_uploaded"] == stats["batches_created"] == batches == files
         assert_every_job_once(workspace, server, FIXTURE_JOBS, FIXTURE_CALLS)
 
 

@@ -129,3 +129,28 @@ def test_budget_usd_in_the_experiment_is_the_cap(workspace: Workspace) -> None:
         out = workspace.sample(check=False)
         assert out.returncode == 3
         assert 0 < query(workspace.db, "SELECT sum(cost_usd) FROM responses")[0][0] <= 0.03
+
+
+@pytest.mark.parametrize(("model_extra", "extra", "message"), [
+    ('price = { input = 30.0 }', "", "field 'models[0].price.output': is required but missing"),
+    ('price = { input = -1.0, output = 2.0 }', "", "field 'models[0].price.input': must be a number >= 0"),
+    ('price = { input = 1.0, output = 2.0, discount = 0.5 }', "", "field 'models[0].price.discount': unknown key"),
+    ('price = { input = 1.0, output = 2.0, batch_discount = 1.0 }', "", "batch_discount': must be below 1"),
+    ('price = 30.0', "", "field 'models[0].price': must be a table"),
+    ('batch = "yes"', "", "field 'models[0].batch': must be true or false"),
+    ("", "budget_usd = 0", "field 'budget_usd': must be a number of dollars > 0"),
+])
+def test_bad_prices_and_budgets_are_one_line_with_file_and_field(workspace: Workspace, model_extra: str, extra: str,
+                                                                 message: str) -> None:
+    workspace.write_experiment("http://127.0.0.1:9/v1", extra=extra, model_extra=model_extra)
+    out = workspace.sample("--dry-run", check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"error: {workspace.experiment}:") and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_max_cost_must_be_positive(workspace: Workspace) -> None:
+    workspace.write_experiment("http://127.0.0.1:9/v1", model_extra=PRICE)
+    out = workspace.sample("--max-cost", "-1", check=False)
+    assert out.returncode == 2 and "--max-cost must be a number of dollars > 0" in out.stderr
+    assert not workspace.db.exists()
