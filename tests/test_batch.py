@@ -227,3 +227,16 @@ def test_split_keeps_to_the_request_and_byte_limits() -> None:
     parts = split(lines, max_requests=100, max_bytes=33)   # 11 bytes per 10-byte line with its newline
     assert [[len(line.line) for line in p] for p in parts] == [[10, 10, 10], [30], [5]]
     assert sum(len(p) for p in split(lines)) == len(lines)
+
+
+def test_batch_true_on_one_model_sends_only_that_model_by_batch(workspace: Workspace) -> None:
+    with FakeServer(batch_step_s=0.05) as server:
+        workspace.write_experiment(server.base_url, n=2, model_extra=(
+            f'\n[[models]]\nname = "gpt-4o"\nbase_url = "{server.base_url}"\nbatch = true\n'))
+        out = workspace.sample("--poll-s", "0.2")
+        assert "0 still pending" in out.stdout
+        by_model = dict(query(workspace.db, "SELECT model, count(batch_id) = count(*) FROM responses GROUP BY model"))
+        assert by_model == {"fake-model": False, "gpt-4o": True}
+        assert query(workspace.db, "SELECT count(*) FROM responses WHERE model = 'fake-model' AND batch_id IS NOT NULL") == [(0,)]
+        assert query(workspace.db, "SELECT count(DISTINCT job_id) FROM jobs") == [(2 * FIXTURE_JOBS,)]
+        assert len(server.stats()["batch_lines"]) == FIXTURE_CALLS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.experiment.pricing import Price, cached_prompt_tokens, price_list
-from pipeline.progress import format_usd
+from pipeline.progress import Progress, format_usd
 from tests.conftest import Workspace, query
 from tests.fakeserver import FakeServer
 from tests.test_run import CALLS, JOBS, chat_requests
@@ -154,3 +154,14 @@ def test_max_cost_must_be_positive(workspace: Workspace) -> None:
     out = workspace.sample("--max-cost", "-1", check=False)
     assert out.returncode == 2 and "--max-cost must be a number of dollars > 0" in out.stderr
     assert not workspace.db.exists()
+
+
+def test_progress_line_shows_dollars_and_unknown_never_as_zero() -> None:
+    progress = Progress(total=2)
+    progress.count_cost(0.25)
+    assert "$0.2500" in progress.line()
+    progress.count_cost(None)
+    assert "$0.2500 + unknown (1 unpriced calls)" in progress.line()
+    unpriced = Progress(total=1)
+    unpriced.count_cost(None)
+    assert "| unknown |" in unpriced.line() and "$0.00" not in unpriced.line()
