@@ -391,7 +391,7 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
     if embedded:
         lines.append("  note: the embedded model (SmolLM2-135M) is a tiny model for offline runs and pipeline "
                      "checks, not for findings; see README 'Real models' to sample gpt-4-*, vLLM, Ollama, ...")
-    if left:
+    if left and not (result.budget and result.budget.reached):
         lines.append("  run the same command again to finish the pending jobs")
     print("\n".join(lines))
 
