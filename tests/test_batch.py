@@ -240,3 +240,15 @@ def test_batch_true_on_one_model_sends_only_that_model_by_batch(workspace: Works
         assert query(workspace.db, "SELECT count(*) FROM responses WHERE model = 'fake-model' AND batch_id IS NOT NULL") == [(0,)]
         assert query(workspace.db, "SELECT count(DISTINCT job_id) FROM jobs") == [(2 * FIXTURE_JOBS,)]
         assert len(server.stats()["batch_lines"]) == FIXTURE_CALLS
+
+
+def test_batch_flags_that_cannot_work_are_one_line_and_send_nothing(workspace: Workspace) -> None:
+    embedded = workspace.cli("sample", "--experiment", str(DEFAULT_EXPERIMENT), "--db", str(workspace.db), "--batch",
+                             check=False)
+    assert embedded.returncode == 2 and "the embedded model has no Batch API" in embedded.stderr
+    workspace.write_experiment("http://127.0.0.1:9/v1")
+    for args, message in ((["--no-wait"], "--no-wait is for batch runs"),
+                          (["--batch", "--poll-s", "0"], "--poll-s must be a number of seconds > 0")):
+        out = workspace.sample(*args, check=False)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not workspace.db.exists()
