@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.experiment.pricing import price_list
+from pipeline.progress import format_usd
 from pipeline.sampling.batch.requests import BatchLine, split
 from tests.conftest import REPO, Workspace, query
 from tests.fakeserver import FakeServer
@@ -158,6 +159,7 @@ def test_budget_caps_what_batches_may_cost(workspace: Workspace) -> None:
         assert out.returncode == 3, out.stdout + out.stderr
         spent = query(workspace.db, "SELECT sum(cost_usd) FROM responses")[0][0]
         assert 0 < spent <= 0.02
+        assert "budget reached" in out.stdout and f"budget: {format_usd(spent)} of $0.0200" in out.stdout
         workspace.sample("--batch", "--poll-s", "0.2", "--max-cost", "5")
         assert query(workspace.db, "SELECT count(DISTINCT job_id) FROM jobs") == [(36,)]
 

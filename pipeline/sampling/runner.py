@@ -50,8 +50,6 @@ class RunSummary:
     limit_wait_s: float = 0.0
     limits: list[str] = field(default_factory=list)   # per lane: limits in force and their source
     endpoint_errors: list[str] = field(default_factory=list)
-    cost_usd: float = 0.0    # this run's priced calls
-    unpriced: int = 0        # calls whose model has no price
     spent: str = ""          # this run's cost as printed ("$1.23 + unknown (...)")
     budget: Budget | None = None
     batch: BatchTally | None = None   # what the Batch API side did (models sampled by batch)
@@ -112,6 +110,8 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
             result.endpoint_errors += result.batch.endpoint_errors
             if result.batch.status != "completed":
                 result.status = result.batch.status
+            if budget and result.batch.status == "budget_reached":
+                budget.reached = True
         if result.status == "completed" and result.stored_failed and not result.stored_done:
             result.status = "failed"   # every job of the run failed: nothing was sampled
         if result.status == "completed" and budget and budget.reached:
@@ -126,7 +126,9 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
             await close_lanes(all_lanes)
             result.wall_s = time.monotonic() - started
             result.requests, result.tokens = progress.requests, progress.tokens
-            result.cost_usd, result.unpriced, result.spent = progress.cost_usd, progress.unpriced, progress.spent()
+            result.spent = progress.spent()
+            if budget:   # what this run's calls cost, online and by batch (for the summary)
+                budget.spent, budget.reserved = progress.cost_usd, 0.0
             result.rate_limited = progress.rate_limited
             result.limit_wait_s = sum(lane.waited_s() for lane in all_lanes)
             result.limits = [lane.limits_in_force() for lane in all_lanes]
