@@ -72,5 +72,9 @@ model: venv
 status: venv
 	$(PY) -m pipeline status --db $(DB)
 
+# The web viewer (README "Reading and labelling in the browser"); PORT=8000 for a fixed port.
+view: venv
+	$(PY) -m pipeline view --db $(DB) $(if $(PORT),--port $(PORT))
+
 clean:
 	rm -rf $(VENV) .pytest_cache
