@@ -18,6 +18,7 @@ from pipeline.view.labelling import Queue
 from pipeline.view.reads import Overview, Page, Transcript
 
 CELL_KEYS = ("scenario", "variant", "branch", "model")
+PAGE_SIZE = 50   # rows per cell page unless the URL says `size`
 KEYS_HELP = ("reasoning?  y yes · n no   |   CoT alone predicts / output:  u unethical · a acceptable · "
              "? unclear   |   b or Backspace undo · s or → skip · ← previous")
 
@@ -100,7 +101,7 @@ def runs_table(runs: list[Row]) -> Markup:
                         tag("td", number(run["retries"]), class_="num"),
                         tag("td", number(run["last_429"]), class_="num"),
                         tag("td", f"{run['prompt_tokens']:,} / {run['completion_tokens']:,}", class_="num")))
-    headers = ["run", "experiment", "status", "started (UTC)", "finished", "jobs done (of pending at start)",
+    headers = ["run", "experiment", "status", "started (UTC)", "finished", "jobs finished (of pending at start)",
                "failed", "calls", "retries", "429 at the end", "tokens in / out"]
     body = table(headers, rows, id="runs") if rows else tag("p", "No runs yet: `pipeline sample` starts one.")
     return tag("section", tag("h2", "Runs"), body,
@@ -163,7 +164,7 @@ def figures(judges: list[str], judge: str | None) -> Markup:
 # ---------------------------------------------------------------- one cell
 
 def cell_page(cell: CellFilter, filters: SampleFilter, page: Page, size: int) -> Markup:
-    here = {**{k: getattr(cell, k) for k in CELL_KEYS}, **filters.query()}
+    here = {**{k: getattr(cell, k) for k in CELL_KEYS}, **filters.query(), "size": size if size != PAGE_SIZE else None}
     rows = [_sample_row(row, page.labels.get(row["job_id"], [])) for row in page.rows]
     paging = tag("p",
                  tag("a", "← previous", href=url("/cell", **here, before=Cursor(page.rows[0]["seed"],

@@ -30,7 +30,7 @@ from pipeline.view.filters import BadParameter, Cursor, SampleFilter, integer, p
 from pipeline.view.html import Markup
 
 log = structlog.get_logger()
-PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
 RETRY_S = 2
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STATIC = {"view.js": "text/javascript", "view.css": "text/css"}
@@ -81,11 +81,11 @@ def make_app(viewer: Viewer) -> web.Application:
     app.router.add_post("/api/label", save_label)
     app.router.add_get("/figure/{name}", figure)
     app.router.add_get("/static/{name}", static)
-    app.router.add_get("/favicon.ico", lambda request: _no_content())
+    app.router.add_get("/favicon.ico", no_icon)
     return app
 
 
-async def _no_content() -> web.Response:
+async def no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
@@ -153,8 +153,9 @@ async def cell(request: web.Request) -> web.Response:
     where = parse_cell(request.query, whole=True)
     filters = SampleFilter.parse(request.query)
     cursor = Cursor.parse(request.query)
-    page = await viewer.db.read(lambda con: reads.cell_page(con, where, filters, cursor, PAGE_SIZE))
-    return _page(pages.cell_page(where, filters, page, PAGE_SIZE))
+    size = integer(request.query, "size", pages.PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    page = await viewer.db.read(lambda con: reads.cell_page(con, where, filters, cursor, size))
+    return _page(pages.cell_page(where, filters, page, size))
 
 
 async def job(request: web.Request) -> web.Response:
