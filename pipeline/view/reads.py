@@ -8,6 +8,7 @@ between requests (connection.py: the single-writer rule).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from pipeline.store.queries import sql
 from pipeline.view.filters import Cursor, SampleFilter
 
 T = TypeVar("T")
+PARAMETER = re.compile(r"\$(\w+)")
 READ_WAIT_S = 2.0    # a request waits this long for a run's batch, then the page says "updating"
 RUNS_SHOWN = 20
+LABEL_STAMP = 4   # fingerprint(): judgments (count, newest) and human labels (count, newest)
 
 
 class Database:
@@ -74,12 +77,21 @@ class Overview:
         return any(run["status"] == "running" for run in self.runs)
 
 
-def overview(con: duckdb.DuckDBPyConnection) -> Overview:
-    return Overview(runs=fetch(con, sql("view_runs"), {"limit": RUNS_SHOWN}),
-                    cells=fetch(con, sql("view_cells")),
-                    rates=fetch(con, sql("view_rates")),
-                    corrected=fetch(con, sql("view_rates_corrected")),
-                    judges=judges(con))
+class OverviewReader:
+    """Reads the overview. The rates (slow on a large database) change only when a judge or a
+    person labels, so they are read again only then, not at every refresh during a run."""
+
+    def __init__(self) -> None:
+        self._rates: tuple[tuple[Any, ...], list[Row], list[Row]] | None = None
+
+    def __call__(self, con: duckdb.DuckDBPyConnection) -> Overview:
+        stamp = fingerprint(con)[:LABEL_STAMP]
+        if self._rates is None or self._rates[0] != stamp:
+            labelled_by_people = stamp[2] > 0
+            self._rates = (stamp, fetch(con, sql("view_rates")),
+                           fetch(con, sql("view_rates_corrected")) if labelled_by_people else [])
+        return Overview(runs=fetch(con, sql("view_runs"), {"limit": RUNS_SHOWN}), cells=fetch(con, sql("view_cells")),
+                        rates=self._rates[1], corrected=self._rates[2], judges=judges(con))
 
 
 def judges(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -87,7 +99,8 @@ def judges(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def fingerprint(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
-    """Changes whenever the report's figures could: they are redrawn only then."""
+    """Changes whenever the report's figures could: they are redrawn only then. Its first
+    LABEL_STAMP values change only with judgments and human labels."""
     row = con.execute(sql("view_fingerprint")).fetchone()
     return tuple(row or ())
 
@@ -113,13 +126,14 @@ def cell_page(con: duckdb.DuckDBPyConnection, cell: CellFilter, filters: SampleF
               size: int) -> Page:
     """One keyset page (`size` rows, one more fetched to know whether another page follows)."""
     backward = cursor is not None and cursor.backward
-    params: dict[str, Any] = {**cell_params(cell), **filters.params(), "limit": size + 1, "backward": backward,
+    statement = page_statement(filters)
+    values: dict[str, Any] = {**cell_params(cell), **filters.params(), "limit": size + 1, "backward": backward,
                               "after_seed": cursor.seed if cursor else None,
                               "after_job": cursor.job_id if cursor else None}
-    rows = fetch(con, sql("view_cell_page"), params)
+    rows = fetch(con, statement, {name: values[name] for name in set(PARAMETER.findall(statement))})
     more = len(rows) > size
     if more:
-        rows = rows[:-1] if not backward else rows[1:]   # backward pages come nearest-first, then sorted
+        rows = rows[:-1] if not backward else rows[1:]   # the extra row is the one farthest from the cursor
     ids = [row["job_id"] for row in rows]
     labels: dict[str, list[Row]] = {}
     for label in fetch(con, sql("view_labels_of"), {"job_ids": ids}) if ids else []:
@@ -128,6 +142,14 @@ def cell_page(con: duckdb.DuckDBPyConnection, cell: CellFilter, filters: SampleF
     return Page(rows=rows, total=rows[0]["total"] if rows else 0, labels=labels, phrasings=phrasings,
                 judges=judges(con), has_next=more if not backward else cursor is not None,
                 has_previous=cursor is not None if not backward else more)
+
+
+def page_statement(filters: SampleFilter) -> str:
+    """view_cell_page with the fragments of the filters in use: a filter left empty costs nothing."""
+    used = {"finish": filters.finish, "judge": filters.judge, "human": filters.human is not None,
+            "disagree": filters.disagree, "search": filters.q}
+    fragments = [sql(f"view_filter_{name}") for name, on in used.items() if on]
+    return sql("view_cell_page").replace("/* filters */", "\n".join(fragments))
 
 
 # ---------------------------------------------------------------- one job

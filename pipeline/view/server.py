@@ -51,6 +51,7 @@ class Viewer:
         self.labeller = labeller
         self.host = host
         self.charts = Charts(db)
+        self.overview = reads.OverviewReader()
         self.static = {name: resources.files("pipeline.view").joinpath("static", name).read_bytes()
                        for name in STATIC}
         self._writer: LabelWriter | None = None
@@ -140,7 +141,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 async def overview(request: web.Request) -> web.Response:
     viewer = request.app[VIEWER]
-    data = await viewer.db.read(reads.overview)
+    data = await viewer.db.read(viewer.overview)
     asked = request.query.get("judge")
     if asked and asked not in data.judges:
         raise BadParameter(f"judge={asked!r}: no such judge in this database ({', '.join(data.judges) or 'none'})")

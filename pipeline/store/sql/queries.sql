@@ -173,34 +173,18 @@ WHERE scenario = $scenario AND variant = $variant AND branch = $branch AND model
 ORDER BY phrasing;
 
 -- name: view_cell_page
--- One page of a cell's jobs: every filter is optional (NULL = any). Keyset paging on
--- (seed, job_id): the rows after the cursor ($after_seed, $after_job), or before it when
--- $backward, $limit of them, each with the number of all matches. Only the cell's own rows are
--- read, and texts only for the search, so a page costs the same at any depth.
-WITH cell AS (
-    SELECT j.job_id, j.seed, j.phrasing, j.status, j.error, j.run_id, r.finish_reason, r.completion_tokens,
-           r.truncated
+-- One page of a cell's jobs. Keyset paging on (seed, job_id): the rows after the cursor
+-- ($after_seed, $after_job), or before it when $backward, $limit of them, each with the number of
+-- all matches. Status and phrasing are optional (NULL = any); the filters that need another
+-- table are the view_filter_* fragments, put in place of the marker below only when asked for
+-- (pipeline/view/reads.py), so an unfiltered page reads the cell's job rows and nothing else,
+-- and texts only for the rows shown.
+WITH matching AS (
+    SELECT j.job_id, j.seed, j.phrasing, j.status, j.error, j.run_id, count(*) OVER () AS total
     FROM jobs j
-    LEFT JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
     WHERE j.scenario = $scenario AND j.variant = $variant AND j.branch = $branch AND j.model = $model
-      AND ($status IS NULL OR j.status = $status)
-      AND ($phrasing IS NULL OR j.phrasing = $phrasing)
-      AND ($finish IS NULL OR coalesce(r.finish_reason, 'none') = $finish)
-), matching AS (
-    SELECT c.*, count(*) OVER () AS total
-    FROM cell c
-    WHERE ($judge IS NULL OR EXISTS (
-              SELECT 1 FROM current_judgments g
-              WHERE g.job_id = c.job_id AND g.judge = $judge
-                AND ($output IS NULL OR g.output_label = $output) AND ($cot IS NULL OR g.cot_label = $cot)))
-      AND ($human IS NULL OR EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = c.job_id) = $human)
-      AND (NOT $disagree OR c.job_id IN (
-              SELECT job_id FROM all_labels
-              WHERE scenario = $scenario AND variant = $variant AND branch = $branch AND model = $model
-              GROUP BY job_id, metric HAVING count(DISTINCT label) > 1))
-      AND ($q IS NULL OR EXISTS (
-              SELECT 1 FROM responses s
-              WHERE s.job_id = c.job_id AND s.run_id = c.run_id AND contains(lower(s.response_text), lower($q))))
+      AND ($status IS NULL OR j.status = $status) AND ($phrasing IS NULL OR j.phrasing = $phrasing)
+      /* filters */
 ), page AS (
     SELECT * FROM matching
     WHERE $after_seed IS NULL
@@ -210,11 +194,37 @@ WITH cell AS (
              CASE WHEN $backward THEN seed END DESC, CASE WHEN $backward THEN job_id END DESC
     LIMIT $limit
 )
-SELECT p.job_id, p.seed, p.phrasing, p.status, p.error, p.finish_reason, p.completion_tokens, p.truncated,
+SELECT p.job_id, p.seed, p.phrasing, p.status, p.error, r.finish_reason, r.completion_tokens, r.truncated,
        p.total, left(r.response_text, 600) AS reply_start
 FROM page p
 LEFT JOIN responses r ON r.job_id = p.job_id AND r.run_id = p.run_id AND r.call = 'final'
 ORDER BY p.seed, p.job_id;
+
+-- name: view_filter_finish
+-- (fragment of view_cell_page) the final reply's finish_reason; 'none': no final reply
+AND coalesce((SELECT r.finish_reason FROM responses r
+              WHERE r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'), 'none') = $finish
+
+-- name: view_filter_judge
+-- (fragment of view_cell_page) labelled by $judge's newest version, with these labels if given
+AND EXISTS (SELECT 1 FROM current_judgments g
+            WHERE g.job_id = j.job_id AND g.judge = $judge
+              AND ($output IS NULL OR g.output_label = $output) AND ($cot IS NULL OR g.cot_label = $cot))
+
+-- name: view_filter_human
+-- (fragment of view_cell_page) labelled by a person, or not
+AND EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = j.job_id) = $human
+
+-- name: view_filter_disagree
+-- (fragment of view_cell_page) two current labels (judges' and the newest human one) differ
+AND j.job_id IN (SELECT job_id FROM all_labels
+                 WHERE scenario = $scenario AND variant = $variant AND branch = $branch AND model = $model
+                 GROUP BY job_id, metric HAVING count(DISTINCT label) > 1)
+
+-- name: view_filter_search
+-- (fragment of view_cell_page) a reply (initial or final) contains $q, case-insensitively
+AND EXISTS (SELECT 1 FROM responses s
+            WHERE s.job_id = j.job_id AND s.run_id = j.run_id AND contains(lower(s.response_text), lower($q)))
 
 -- name: view_labels_of
 -- Every current label of some jobs: each judge's newest version and the newest human label.
