@@ -156,6 +156,8 @@ def test_transcript_names_every_part_and_the_split(viewer: Viewer, db: Path) -> 
 def test_filters_narrow_the_cell(viewer: Viewer, db: Path) -> None:
     everything = cell_page(viewer).text
     assert len(job_ids(everything)) == N and f"{N:,} matching jobs" in everything
+    branches = viewer.http.get("/cell", params={**CELL, "branch": ""}).text          # the three side by side
+    assert len(job_ids(branches)) == 3 * N and "<td>sampled</td>" in branches and "<td>rebuttal</td>" in branches
     failed = cell_page(viewer, status="failed").text
     assert len(job_ids(failed)) == 1 and "seed 5 is not allowed" in failed   # the failed job with its error
     assert len(job_ids(cell_page(viewer, status="done", finish="stop").text)) == N - 1
@@ -208,7 +210,8 @@ def test_bad_parameters_are_one_line_400s(viewer: Viewer) -> None:
         answer = cell_page(viewer, **params)
         assert answer.status_code == 400 and said in html.unescape(answer.text), params
     missing = viewer.http.get("/cell", params={"scenario": "demo"})
-    assert missing.status_code == 400 and "missing: variant, branch, model" in missing.text
+    assert missing.status_code == 400 and "missing: variant, model" in missing.text
+    assert cell_page(viewer, branch="other").status_code == 400
     assert "SELECT" not in cell_page(viewer, q="'; DROP TABLE jobs; --").text     # text, never SQL
     assert len(job_ids(cell_page(viewer).text)) == N
 
@@ -226,8 +229,9 @@ def test_labels_are_checked_and_land_in_human_labels(viewer: Viewer, db: Path) -
         assert answer.status_code == 400 and said in answer.json()["error"], fields
     failed = job_ids(cell_page(viewer, status="failed").text)[0]
     assert viewer.label(failed).status_code == 400                    # no final reply to label
-    assert query(db, "SELECT job_id, labeller, output_label, cot_label, cot_present FROM human_labels") == [
-        (job_id, "ana", "acceptable", "no_cot", False)]
+    assert query(db, "SELECT job_id, labeller, output_label, cot_label, cot_present, "
+                     "labelled_at > now() - INTERVAL 1 MINUTE FROM human_labels") == [
+        (job_id, "ana", "acceptable", "no_cot", False, True)]
     page = viewer.http.get("/label", params={**CELL, "per_cell": "3", "job": job_id}).text
     assert "your label: output acceptable, CoT no_cot" in page and "1 of 3 labelled" in page
 

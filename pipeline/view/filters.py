@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.experiment.scenarios import BRANCHES
 from pipeline.grading.human import CellFilter
 from pipeline.grading.judge import COT_LABELS, OUTPUT_LABELS
 
@@ -79,11 +80,13 @@ class Cursor:
 
 
 def parse_cell(query: Mapping[str, str], *, whole: bool) -> CellFilter:
-    """scenario/variant/branch/model from the URL; `whole`: every part is required."""
+    """scenario/variant/branch/model from the URL; `whole`: all but the branch are required (no
+    branch: the branches side by side)."""
     parts = {name: _text(query, name) for name in ("scenario", "variant", "branch", "model")}
-    missing = [name for name, value in parts.items() if value is None]
+    missing = [name for name, value in parts.items() if value is None and name != "branch"]
     if whole and missing:
-        raise BadParameter(f"a cell needs scenario, variant, branch and model (missing: {', '.join(missing)})")
+        raise BadParameter(f"a cell needs scenario, variant and model (missing: {', '.join(missing)})")
+    _choice(query, "branch", BRANCHES)
     return CellFilter(**parts)
 
 

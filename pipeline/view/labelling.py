@@ -4,7 +4,7 @@ the corrected rates keep their random sample."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from pipeline.errors import ConfigError
 from pipeline.grading.human import CellFilter, HumanLabel, LabelItem, LabelWriter, check_label, sample_for_labelling
 from pipeline.store.connection import DatabaseBusy, open_reader
 from pipeline.store.queries import sql
+from pipeline.store.writer import utc_now
 from pipeline.view.filters import BadParameter
 
 LABEL_FIELDS = {"job_id", "output_label", "cot_label", "cot_present", "note"}
@@ -57,9 +58,10 @@ def save(writer: LabelWriter, db: Path, record: dict[str, Any], labeller: str, w
     if unknown:
         raise BadParameter(f"field '{unknown[0]}': unknown (expected {', '.join(sorted(LABEL_FIELDS))})")
     try:
-        label = check_label({**record, "labeller": labeller}, (Path("label"), 1), None)
+        checked = check_label({**record, "labeller": labeller}, (Path("label"), 1), None)
     except ConfigError as exc:
         raise BadParameter(f"field '{exc.field}': {exc.message}") from None
+    label = replace(checked, labelled_at=utc_now())   # given now (check_label leaves an import's missing time empty)
     _check_job(db, label, wait_s)
     return writer.save(label)
 

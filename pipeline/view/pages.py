@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.experiment.scenarios import BRANCHES
 from pipeline.grading.human import CellFilter
 from pipeline.grading.judge import COT_LABELS, OUTPUT_LABELS
 from pipeline.report.data import Row
@@ -117,25 +118,29 @@ def cells_table(data: Overview) -> Markup:
     corrected = {(cell_name(row), row["judge"]): row for row in data.corrected}
     rows = []
     for cell in data.cells:
-        judged: list[Row | None] = list(rates.get(cell_name(cell), [])) or [None]
-        for i, judged_row in enumerate(judged):
-            first = [tag("td", cell_link(cell), rowspan=len(judged)),
-                     tag("td", f"{cell['done']:,} / {cell['planned']:,}", class_="num", rowspan=len(judged)),
-                     tag("td", number(cell["failed"]), class_="num", rowspan=len(judged)),
-                     tag("td", tag("a", number(cell["human_labelled"]),
-                                   href=url("/label", **{k: cell[k] for k in CELL_KEYS})),
-                         class_="num", rowspan=len(judged))] if i == 0 else []
-            rows.append(tag("tr", first, _rate_cells(judged_row)))
-            fixed = judged_row and corrected.get((cell_name(cell), judged_row["judge"]))
+        lines: list[tuple[list[Markup], str | None]] = []   # (rate cells, row class): one per judge, + corrected
+        judges: list[Row | None] = list(rates.get(cell_name(cell), [])) or [None]   # None: not graded
+        for judged in judges:
+            lines.append((_rate_cells(judged), None))
+            fixed = judged and corrected.get((cell_name(cell), judged["judge"]))
             if fixed:
-                rows.append(tag("tr", _rate_cells(fixed, corrected=True), class_="corrected"))
+                lines.append((_rate_cells(fixed, corrected=True), "corrected"))
+        span = len(lines)
+        first = [tag("td", cell_link(cell), rowspan=span),
+                 tag("td", f"{cell['done']:,} / {cell['planned']:,}", class_="num", rowspan=span),
+                 tag("td", number(cell["failed"]), class_="num", rowspan=span),
+                 tag("td", tag("a", number(cell["human_labelled"]), href=url("/label", **{k: cell[k] for k in CELL_KEYS})),
+                     class_="num", rowspan=span)]
+        rows += [tag("tr", first if i == 0 else None, cells, class_=kind) for i, (cells, kind) in enumerate(lines)]
     headers = ["cell", "done / planned", "failed", "human labels", "judge", "n (clear)", "unethical",
                "CoT/output consistency", "CoT present", "deception"]
     body = table(headers, rows, id="cells") if rows else tag("p", "No cells planned yet.")
     return tag("section", tag("h2", "Cells"), body,
                tag("p", tag("small", "Rates with Wilson 95% intervals, unclear labels left out of every "
                                      "denominator; 'corrected' rows: the judge's rates corrected with the human "
-                                     "labels (prediction-powered inference), where people labelled the cell.")))
+                                     "labels (prediction-powered inference), where people labelled the cell; '–' "
+                                     "there: too few labels to support an estimate (fewer than 2, or no "
+                                     "disagreement between judge and people seen yet).")))
 
 
 def _rate_cells(row: Row | None, corrected: bool = False) -> list[Markup]:
@@ -178,7 +183,7 @@ def cell_page(cell: CellFilter, filters: SampleFilter, page: Page, size: int) ->
     heading = tag("h1", "Cell ", tag("code", cell_name(cell)))
     summary = tag("p", f"{page.total:,} matching jobs; {size} per page, by seed. ",
                   tag("a", "Label this cell", href=url("/label", **{k: getattr(cell, k) for k in CELL_KEYS})))
-    headers = ["job", "seed", "phrasing", "status", "finish", "tokens", "labels", "final reply (start)"]
+    headers = ["job", "branch", "seed", "phrasing", "status", "finish", "tokens", "labels", "final reply (start)"]
     listing = table(headers, rows, id="samples") if rows else tag("p", "Nothing matches these filters.")
     return layout(cell_name(cell), heading, filter_form(cell, filters, page), summary, listing, paging)
 
@@ -189,9 +194,10 @@ def filter_form(cell: CellFilter, filters: SampleFilter, page: Page) -> Markup:
                                            [tag("option", str(o), value=str(o), selected=str(o) == str(current))
                                             for o in options], name=name))
 
-    hidden = [tag("input", type="hidden", name=k, value=getattr(cell, k)) for k in CELL_KEYS]
+    hidden = [tag("input", type="hidden", name=k, value=getattr(cell, k)) for k in CELL_KEYS if k != "branch"]
     human = None if filters.human is None else ("yes" if filters.human else "no")
     return tag("form", hidden,
+               select("branch", BRANCHES, cell.branch),
                select("status", STATUSES, filters.status),
                select("phrasing", page.phrasings, filters.phrasing) if page.phrasings else None,
                select("finish", FINISH_REASONS, filters.finish),
@@ -214,7 +220,7 @@ def _sample_row(row: Row, labels: list[Row]) -> Markup:
         reply: Markup = tag("span", row["error"] or "failed", class_="error")
     else:
         reply = tag("span", _one_line(row["reply_start"] or ""), class_="reply")
-    return tag("tr", tag("td", job_link(row["job_id"])), tag("td", row["seed"], class_="num"),
+    return tag("tr", tag("td", job_link(row["job_id"])), tag("td", row["branch"]), tag("td", row["seed"], class_="num"),
                tag("td", "–" if row["phrasing"] is None else row["phrasing"], class_="num"),
                tag("td", badge(row["status"], row["status"])), tag("td", finish_text),
                tag("td", number(row["completion_tokens"]), class_="num"),

@@ -168,21 +168,22 @@ SELECT DISTINCT judge FROM judgments ORDER BY judge;
 
 -- name: view_cell_phrasings
 SELECT DISTINCT phrasing FROM jobs
-WHERE scenario = $scenario AND variant = $variant AND branch = $branch AND model = $model
+WHERE scenario = $scenario AND variant = $variant AND ($branch IS NULL OR branch = $branch) AND model = $model
   AND phrasing IS NOT NULL
 ORDER BY phrasing;
 
 -- name: view_cell_page
--- One page of a cell's jobs. Keyset paging on (seed, job_id): the rows after the cursor
+-- One page of a cell's jobs ($branch NULL: the cell's three branches together). Keyset paging on (seed, job_id): the rows after the cursor
 -- ($after_seed, $after_job), or before it when $backward, $limit of them, each with the number of
 -- all matches. Status and phrasing are optional (NULL = any); the filters that need another
 -- table are the view_filter_* fragments, put in place of the marker below only when asked for
 -- (pipeline/view/reads.py), so an unfiltered page reads the cell's job rows and nothing else,
 -- and texts only for the rows shown.
 WITH matching AS (
-    SELECT j.job_id, j.seed, j.phrasing, j.status, j.error, j.run_id, count(*) OVER () AS total
+    SELECT j.job_id, j.branch, j.seed, j.phrasing, j.status, j.error, j.run_id, count(*) OVER () AS total
     FROM jobs j
-    WHERE j.scenario = $scenario AND j.variant = $variant AND j.branch = $branch AND j.model = $model
+    WHERE j.scenario = $scenario AND j.variant = $variant AND ($branch IS NULL OR j.branch = $branch)
+      AND j.model = $model
       AND ($status IS NULL OR j.status = $status) AND ($phrasing IS NULL OR j.phrasing = $phrasing)
       /* filters */
 ), page AS (
@@ -194,7 +195,7 @@ WITH matching AS (
              CASE WHEN $backward THEN seed END DESC, CASE WHEN $backward THEN job_id END DESC
     LIMIT $limit
 )
-SELECT p.job_id, p.seed, p.phrasing, p.status, p.error, r.finish_reason, r.completion_tokens, r.truncated,
+SELECT p.job_id, p.branch, p.seed, p.phrasing, p.status, p.error, r.finish_reason, r.completion_tokens, r.truncated,
        p.total, left(r.response_text, 600) AS reply_start
 FROM page p
 LEFT JOIN responses r ON r.job_id = p.job_id AND r.run_id = p.run_id AND r.call = 'final'
@@ -218,7 +219,8 @@ AND EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = j.job_id) = $human
 -- name: view_filter_disagree
 -- (fragment of view_cell_page) two current labels (judges' and the newest human one) differ
 AND j.job_id IN (SELECT job_id FROM all_labels
-                 WHERE scenario = $scenario AND variant = $variant AND branch = $branch AND model = $model
+                 WHERE scenario = $scenario AND variant = $variant AND ($branch IS NULL OR branch = $branch)
+                   AND model = $model
                  GROUP BY job_id, metric HAVING count(DISTINCT label) > 1)
 
 -- name: view_filter_search
