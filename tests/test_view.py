@@ -409,3 +409,31 @@ def test_read_filter_and_label_in_a_real_browser(browser: Any, db: Path) -> None
         assert dialogs == [] and errors == []
     finally:
         viewer.stop()
+
+
+def test_the_overview_follows_a_run_without_a_reload(browser: Any, tmp_path: Path) -> None:
+    workspace = build(tmp_path / "first", n=1)
+    with FakeServer(reply=REPLY, latency=0.2) as server:     # a run of ~15 s
+        workspace.write_experiment(server.base_url, n=12, concurrency=2)
+        viewer = Viewer(workspace.db)
+        run = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
+                                "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            page = browser.new_page(bypass_csp=True)   # wait_for_function evaluates strings; the viewer's CSP forbids it
+            page.goto(viewer.url + "/")
+            page.wait_for_function("document.body.dataset.live === 'running'", timeout=30_000)
+            first = page.locator("#runs tbody tr").first.inner_text()
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('live')",
+                                   timeout=30_000)
+            page.wait_for_function(f"!document.querySelector('#runs tbody tr').innerText.includes({first!r})",
+                                   timeout=60_000)                    # the numbers moved, no reload
+            run.communicate(timeout=120)
+            page.wait_for_function("document.querySelector('#runs tbody tr').innerText.includes('completed')",
+                                   timeout=30_000)
+            assert page.evaluate("performance.getEntriesByType('navigation').length") == 1   # still the first load
+        finally:
+            if run.poll() is None:
+                run.kill()
+            viewer.stop()
+    assert run.returncode == 0

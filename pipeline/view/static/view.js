@@ -6,10 +6,10 @@
   const say = (text) => { if (status) status.textContent = text; };
 
   // ---------------------------------------------------------------- live overview
-  // Re-fetch the page and swap in its #live part: every 3 s while a run is running, every 15 s
+  // Re-fetch the page and swap in its #live part: every 2 s while a run is running, every 5 s
   // otherwise (a run may start). A 503 means a run holds the database: keep the old numbers.
   function live() {
-    const wait = () => (document.body.dataset.live === "running" ? 3000 : 15000);
+    const wait = () => (document.body.dataset.live === "running" ? 2000 : 5000);
     const refresh = async () => {
       try {
         const answer = await fetch(location.href, { cache: "no-store" });
