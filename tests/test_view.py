@@ -150,6 +150,9 @@ def test_transcript_names_every_part_and_the_split(viewer: Viewer, db: Path) -> 
     assert "output decided by" in page                                # the rule judge's deciding rule
     sampled = query(db, "SELECT job_id FROM jobs WHERE branch = 'sampled' AND status = 'done' LIMIT 1")[0][0]
     assert "badge sampled" in viewer.http.get(f"/job/{sampled}").text
+    failed = query(db, "SELECT job_id FROM jobs WHERE branch = 'sampled' AND status = 'failed' LIMIT 1")[0][0]
+    page = viewer.http.get(f"/job/{failed}").text      # failed at its first call: the error, the request so far
+    assert "seed 5 is not allowed" in page and "Primer (user)" in page and "no final reply" in page
     assert viewer.http.get("/job/no-such-job").status_code == 404
 
 
@@ -252,7 +255,8 @@ def test_no_path_outside_the_fixed_files(viewer: Viewer) -> None:
     assert viewer.http.get("/static/view.js").status_code == 200
     for path in ("/static/..%2F..%2Fpyproject.toml", "/static/../server.py", "/static/%2e%2e/reads.py",
                  "/figure/..%2F..%2Fetc%2Fpasswd", "/static/view.js%00.css"):
-        assert viewer.http.get(path).status_code == 404, path
+        answer = viewer.http.get(path)
+        assert answer.status_code == 404 and "content-security-policy" in answer.headers, path
 
 
 # ---------------------------------------------------------------- the single-writer rule

@@ -16,7 +16,7 @@ from pipeline.report.figures import FIGURES
 from pipeline.view.filters import FINISH_REASONS, STATUSES, Cursor, SampleFilter
 from pipeline.view.html import Markup, esc, join, rate, tag, url
 from pipeline.view.labelling import Queue
-from pipeline.view.reads import Overview, Page, Transcript
+from pipeline.view.reads import Overview, Page, Transcript, cell_params
 
 CELL_KEYS = ("scenario", "variant", "branch", "model")
 PAGE_SIZE = 50   # rows per cell page unless the URL says `size`
@@ -49,14 +49,17 @@ def error_page(title: str, message: str) -> Markup:
     return layout(title, tag("h1", title), tag("p", message, class_="error"))
 
 
+def cell_of(row: Row | CellFilter) -> dict[str, Any]:
+    """scenario/variant/branch/model of a row or a cell filter, as URL parameters."""
+    return cell_params(row) if isinstance(row, CellFilter) else {key: row[key] for key in CELL_KEYS}
+
+
 def cell_name(row: Row | CellFilter) -> str:
-    parts = [row[key] if isinstance(row, dict) else getattr(row, key) for key in CELL_KEYS]
-    return "/".join(str(part or "*") for part in parts)
+    return "/".join(str(part or "*") for part in cell_of(row).values())
 
 
-def cell_link(row: Row | CellFilter, text: str | None = None, **extra: object) -> Markup:
-    values = {key: row[key] if isinstance(row, dict) else getattr(row, key) for key in CELL_KEYS}
-    return tag("a", text or cell_name(row), href=url("/cell", **values, **extra))
+def cell_link(row: Row | CellFilter) -> Markup:
+    return tag("a", cell_name(row), href=url("/cell", **cell_of(row)))
 
 
 def job_link(job_id: str, text: str | None = None) -> Markup:
@@ -129,7 +132,7 @@ def cells_table(data: Overview) -> Markup:
         first = [tag("td", cell_link(cell), rowspan=span),
                  tag("td", f"{cell['done']:,} / {cell['planned']:,}", class_="num", rowspan=span),
                  tag("td", number(cell["failed"]), class_="num", rowspan=span),
-                 tag("td", tag("a", number(cell["human_labelled"]), href=url("/label", **{k: cell[k] for k in CELL_KEYS})),
+                 tag("td", tag("a", number(cell["human_labelled"]), href=url("/label", **cell_of(cell))),
                      class_="num", rowspan=span)]
         rows += [tag("tr", first if i == 0 else None, cells, class_=kind) for i, (cells, kind) in enumerate(lines)]
     headers = ["cell", "done / planned", "failed", "human labels", "judge", "n (clear)", "unethical",
@@ -169,7 +172,7 @@ def figures(judges: list[str], judge: str | None) -> Markup:
 # ---------------------------------------------------------------- one cell
 
 def cell_page(cell: CellFilter, filters: SampleFilter, page: Page, size: int) -> Markup:
-    here = {**{k: getattr(cell, k) for k in CELL_KEYS}, **filters.query(), "size": size if size != PAGE_SIZE else None}
+    here = {**cell_of(cell), **filters.query(), "size": size if size != PAGE_SIZE else None}
     rows = [_sample_row(row, page.labels.get(row["job_id"], [])) for row in page.rows]
     paging = tag("p",
                  tag("a", "← previous", href=url("/cell", **here, before=Cursor(page.rows[0]["seed"],
@@ -182,7 +185,7 @@ def cell_page(cell: CellFilter, filters: SampleFilter, page: Page, size: int) ->
                  class_="paging")
     heading = tag("h1", "Cell ", tag("code", cell_name(cell)))
     summary = tag("p", f"{page.total:,} matching jobs; {size} per page, by seed. ",
-                  tag("a", "Label this cell", href=url("/label", **{k: getattr(cell, k) for k in CELL_KEYS})))
+                  tag("a", "Label this cell", href=url("/label", **cell_of(cell))))
     headers = ["job", "branch", "seed", "phrasing", "status", "finish", "tokens", "labels", "final reply (start)"]
     listing = table(headers, rows, id="samples") if rows else tag("p", "Nothing matches these filters.")
     return layout(cell_name(cell), heading, filter_form(cell, filters, page), summary, listing, paging)
@@ -209,7 +212,7 @@ def filter_form(cell: CellFilter, filters: SampleFilter, page: Page) -> Markup:
                    " labels disagree"),
                tag("label", "search ", tag("input", type="search", name="q", value=filters.q or "",
                                            placeholder="text in a reply")),
-               tag("button", "filter"), tag("a", "clear", href=url("/cell", **{k: getattr(cell, k) for k in CELL_KEYS})),
+               tag("button", "filter"), tag("a", "clear", href=url("/cell", **cell_of(cell))),
                method="get", action="/cell", class_="filters", id="filters")
 
 
@@ -242,7 +245,7 @@ def _label_badges(label: Row) -> Markup:
 
 def job_page(found: Transcript) -> Markup:
     job = found.job
-    cell = {k: job[k] for k in CELL_KEYS}
+    cell = cell_of(job)
     facts = tag("dl", [(tag("dt", name), tag("dd", value)) for name, value in (
         ("cell", cell_link(cell)), ("seed", job["seed"]), ("status", badge(job["status"], job["status"])),
         ("run", tag("code", job["run_id"])), ("finished", when(job["finished_at"])),
@@ -361,7 +364,7 @@ def calls(rows: list[Row]) -> Markup:
 
 def label_page(found: Queue, cell: CellFilter, labeller: str, seed: int, mine: Row | None) -> Markup:
     item = found.item
-    where = {**{k: getattr(cell, k) for k in CELL_KEYS}, "per_cell": found.per_cell, "seed": seed or None}
+    where = {**cell_of(cell), "per_cell": found.per_cell, "seed": seed or None}
     nxt, prev = found.neighbour(1), found.neighbour(-1)
     done, total = found.progress()
     in_cell, cell_total = found.progress(item.cell)

@@ -188,7 +188,7 @@ def transcript(con: duckdb.DuckDBPyConnection, job_id: str) -> Transcript | None
                        judgments=fetch(con, sql("view_job_judgments"), {"job_id": job_id}),
                        human_labels=fetch(con, sql("view_job_human_labels"), {"job_id": job_id}))
     for call in found.calls:
-        for name in ("request_messages", "request_params", ):
+        for name in ("request_messages", "request_params"):
             call[name] = orjson.loads(call[name]) if call[name] else None
     for judgment in found.judgments:
         judgment["detail"] = orjson.loads(judgment["detail"]) if judgment["detail"] else None

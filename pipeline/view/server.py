@@ -99,7 +99,10 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if viewer.host in LOOPBACK and (request.url.host or "").strip("[]") not in LOOPBACK:
         response: web.StreamResponse = web.Response(status=421, text="misdirected request\n")
     else:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:   # 404s and the like: answers too
+            response = exc
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -229,27 +232,30 @@ def serve(db: Path, *, host: str, port: int, labeller: str) -> None:
 async def _serve(db: Path, host: str, port: int, labeller: str) -> None:
     viewer = Viewer(db=reads.Database(db), labeller=labeller, host=host)
     try:
-        await viewer.db.read(lambda con: None)   # a newer or foreign database: one line, before listening
-    except DatabaseBusy:
-        pass                                     # a run holds it: the pages say "updating"
-    runner = web.AppRunner(make_app(viewer), access_log=None, handle_signals=False)
-    await runner.setup()
+        try:
+            await viewer.db.read(lambda con: None)   # a newer or foreign database: one line, before listening
+        except DatabaseBusy:
+            pass                                     # a run holds it: the pages say "updating"
+        runner = web.AppRunner(make_app(viewer), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await _listen(runner, db, host, port, labeller)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        viewer.close()
+
+
+async def _listen(runner: web.AppRunner, db: Path, host: str, port: int, labeller: str) -> None:
     try:
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
-        await runner.cleanup()
-        viewer.close()
         raise PipelineError(f"--host {host} --port {port}: cannot listen ({exc.strerror or exc})") from None
-    site = web.SockSite(runner, sock)
-    await site.start()
+    await web.SockSite(runner, sock).start()
     shown = f"[{host}]" if ":" in host else host
     print(f"pipeline view: http://{shown}:{sock.getsockname()[1]}/  (database {db}; labeller {labeller}; "
           "Ctrl-C stops it)", flush=True)
     if host not in LOOPBACK:
         log.warning("the viewer listens beyond this machine and has no login: anyone who reaches it can read "
                     "and label", host=host)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-        viewer.close()
