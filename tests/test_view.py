@@ -111,6 +111,7 @@ def test_overview_shows_runs_cells_rates_and_figures(viewer: Viewer) -> None:
     page = answer.text
     assert page.count('<span class="badge completed">completed</span>') == 1
     assert f"{N * CELLS:,} of {N * CELLS:,}" in page and f"<td class=\"num\">{CELLS}</td>" in page  # finished; failed
+    assert "seed 5 is not allowed" in page                           # the run's most common error
     cells = re.findall(r'href="/cell\?scenario=(\w+)&amp;variant=(\w+)&amp;branch=(\w+)', page)
     assert len(set(cells)) == CELLS
     assert page.count("<td>rule</td>") == CELLS                      # one rates row per cell for the rule judge

@@ -101,12 +101,14 @@ def runs_table(runs: list[Row]) -> Markup:
                         tag("td", tag("progress", value=finished, max=max(todo, 1)),
                             f" {finished:,} of {todo:,}"),
                         tag("td", number(run["failed"]), class_="num"),
+                        tag("td", tag("small", _one_line(run["top_error"], 160), class_="error")
+                            if run["top_error"] else None),
                         tag("td", number(run["calls"]), class_="num"),
                         tag("td", number(run["retries"]), class_="num"),
                         tag("td", number(run["last_429"]), class_="num"),
                         tag("td", f"{run['prompt_tokens']:,} / {run['completion_tokens']:,}", class_="num")))
     headers = ["run", "experiment", "status", "started (UTC)", "finished", "jobs finished (of pending at start)",
-               "failed", "calls", "retries", "429 at the end", "tokens in / out"]
+               "failed", "most common error", "calls", "retries", "429 at the end", "tokens in / out"]
     body = table(headers, rows, id="runs") if rows else tag("p", "No runs yet: `pipeline sample` starts one.")
     return tag("section", tag("h2", "Runs"), body,
                tag("p", tag("small", "retries: attempts after a call's first (429s and server errors; the run's "

@@ -118,7 +118,8 @@ GROUP BY ALL ORDER BY ALL;
 -- name: view_runs
 -- The newest runs with what their calls used. Retries count every attempt after a call's first
 -- (429s and 5xx alike: the run's summary splits them, the database keeps only the total);
--- last_429 counts calls whose last attempt was still a 429. Times are UTC text (a TIMESTAMPTZ
+-- last_429 counts calls whose last attempt was still a 429; top_error is the most common error
+-- of its failed jobs. Times are UTC text (a TIMESTAMPTZ
 -- value would need pytz in Python).
 WITH recent AS (SELECT * FROM runs ORDER BY started_at DESC LIMIT $limit),
 calls AS (
@@ -131,7 +132,9 @@ SELECT r.run_id, r.experiment, r.status, strftime(timezone('UTC', r.started_at),
        strftime(timezone('UTC', r.finished_at), '%Y-%m-%d %H:%M:%S') AS finished_at, r.planned, r.pending_at_start,
        r.done, r.failed, coalesce(c.calls, 0) AS calls, coalesce(c.retries, 0) AS retries,
        coalesce(c.last_429, 0) AS last_429, coalesce(c.prompt_tokens, 0) AS prompt_tokens,
-       coalesce(c.completion_tokens, 0) AS completion_tokens
+       coalesce(c.completion_tokens, 0) AS completion_tokens,
+       (SELECT j.error FROM jobs j WHERE j.run_id = r.run_id AND j.status = 'failed'
+        GROUP BY j.error ORDER BY count(*) DESC, j.error LIMIT 1) AS top_error
 FROM recent r LEFT JOIN calls c USING (run_id)
 ORDER BY r.started_at DESC;
 
