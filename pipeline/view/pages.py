@@ -375,6 +375,8 @@ def label_page(found: Queue, cell: CellFilter, labeller: str, seed: int, mine: R
                  f" · this cell ({item.cell}): {in_cell} of {cell_total} (target {found.per_cell} per cell)")
     given = tag("p", f"your label: output {mine['output_label']}, CoT {mine['cot_label']} — keys relabel it "
                      "(the newest label counts)", class_="given") if mine else None
+    complete = tag("p", "This sample is fully labelled; a larger per_cell extends it (the same seed keeps these).",
+                   class_="given") if done == total else None
     output_text = item.output_text or "(empty)"
     if item.finish_reason == "length":
         output_text += "\n[cut off at max_tokens]"
@@ -389,7 +391,7 @@ def label_page(found: Queue, cell: CellFilter, labeller: str, seed: int, mine: R
                data_next=url("/label", **where, job=nxt.job_id) if nxt else None,
                data_prev=url("/label", **where, job=prev.job_id) if prev else None)
     prompt = tag("p", "", id="prompt", class_="prompt")
-    return layout("label", tag("h1", "Label ", job_link(item.job_id, item.job_id)), header, given, body, prompt,
+    return layout("label", tag("h1", "Label ", job_link(item.job_id, item.job_id)), header, complete, given, body, prompt,
                   tag("p", tag("small", KEYS_HELP), class_="keys"),
                   tag("p", tag("small", "Labels are saved the moment the last key of a response is pressed (a journal "
                                         "next to the database first, so a run writing the database loses none)."),
