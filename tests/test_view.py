@@ -323,11 +323,13 @@ def test_view_refuses_a_bad_database_in_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_taken_port_is_one_line(viewer: Viewer, db: Path) -> None:
+def test_a_taken_port_or_a_bad_address_is_one_line(viewer: Viewer, db: Path) -> None:
     port = viewer.url.rsplit(":", 1)[1]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "view", "--db", str(db), "--port", port], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and f"--port {port}: cannot listen" in proc.stderr
+    for args, said in ((["--port", port], f"--port {port}: cannot listen"), (["--port", "70000"], "--port 70000: expected"),
+                       (["--host", "no-such-host.invalid"], "--host no-such-host.invalid --port 0: cannot listen")):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "view", "--db", str(db), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, args
 
 
 def test_ctrl_c_stops_the_viewer_quietly(db: Path) -> None:

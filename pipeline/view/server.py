@@ -225,6 +225,8 @@ async def static(request: web.Request) -> web.Response:
 
 def serve(db: Path, *, host: str, port: int, labeller: str) -> None:
     """Serve until Ctrl-C, printing the URL once listening."""
+    if not 0 <= port <= 65535:
+        raise PipelineError(f"--port {port}: expected 0 (any free port) to 65535")
     check_database_file(db, writing=False)
     asyncio.run(_serve(db, host, port, labeller))
 
