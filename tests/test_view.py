@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pipeline.view.filters import SampleFilter
+from pipeline.view.reads import page_statement
 from tests.conftest import FIXTURE_SCENARIOS, REPO, Workspace, query
 from tests.fakeserver import FakeServer
 from tests.test_label import hold_database
@@ -203,6 +205,16 @@ def test_keyset_pages_cover_the_cell_once_forward_and_back(viewer: Viewer) -> No
             break
         page = viewer.http.get(previous.group(1).replace("&amp;", "&")).text
     assert back == seen
+
+
+def test_a_page_reads_only_the_tables_its_filters_need() -> None:
+    bare = page_statement(SampleFilter())
+    for table in ("human_labels", "all_labels", "current_judgments", "lower("):
+        assert table not in bare
+    assert "all_labels" in page_statement(SampleFilter(disagree=True))
+    assert "current_judgments" in page_statement(SampleFilter(judge="rule", output="unethical"))
+    assert "contains(lower(" in page_statement(SampleFilter(q="x"))
+    assert "--" not in page_statement(SampleFilter(human=True, finish="stop"))
 
 
 def test_bad_parameters_are_one_line_400s(viewer: Viewer) -> None:

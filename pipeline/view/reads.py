@@ -27,6 +27,7 @@ from pipeline.view.filters import Cursor, SampleFilter
 
 T = TypeVar("T")
 PARAMETER = re.compile(r"\$(\w+)")
+COMMENT = re.compile(r"--[^\n]*")
 READ_WAIT_S = 2.0    # a request waits this long for a run's batch, then the page says "updating"
 RUNS_SHOWN = 20
 LABEL_STAMP = 4   # fingerprint(): judgments (count, newest) and human labels (count, newest)
@@ -149,7 +150,8 @@ def page_statement(filters: SampleFilter) -> str:
     used = {"finish": filters.finish, "judge": filters.judge, "human": filters.human is not None,
             "disagree": filters.disagree, "search": filters.q}
     fragments = [sql(f"view_filter_{name}") for name, on in used.items() if on]
-    return sql("view_cell_page").replace("/* filters */", "\n".join(fragments))
+    statement = sql("view_cell_page").replace("/* filters */", "\n".join(fragments))
+    return COMMENT.sub("", statement)   # so that only the parameters the statement uses are found
 
 
 # ---------------------------------------------------------------- one job
