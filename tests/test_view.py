@@ -379,7 +379,14 @@ def test_read_filter_and_label_in_a_real_browser(browser: Any, db: Path) -> None
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         dialogs: list[str] = []
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+        def answer(dialog: Any) -> None:   # the note prompt gets a note; anything else (an alert) is a failure
+            dialogs.append(dialog.message)
+            if dialog.type == "prompt":
+                dialog.accept("looks <b>staged</b>")
+            else:
+                dialog.dismiss()
+        page.on("dialog", answer)
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
 
@@ -410,22 +417,25 @@ def test_read_filter_and_label_in_a_real_browser(browser: Any, db: Path) -> None
         page.keyboard.press("u")
         assert page.locator("#output-text").is_visible()                  # shown for the output step
         given = [first]
-        for keys in (["a"], ["n", "a"], ["y", "a", "b", "u", "?"]):      # output; no reasoning; an undo
+        for keys in (["a"], ["n", "a"], ["y", "a", "b", "u", "t", "?"]):   # output; no reasoning; undo and note
             with page.expect_navigation():
                 for key in keys:
                     page.keyboard.press(key)
             given.append(page.locator("#labelling").get_attribute("data-job"))
         page.reload()
         assert "3 of 4 labelled" in page.locator("#progress").inner_text()
-        stored = query(db, "SELECT job_id, output_label, cot_label, cot_present FROM human_labels "
+        stored = query(db, "SELECT job_id, output_label, cot_label, cot_present, note FROM human_labels "
                            "WHERE labeller = 'ana' ORDER BY labelled_at")
-        assert stored == [(given[0], "acceptable", "unethical", True), (given[1], "acceptable", "no_cot", False),
-                          (given[2], "unclear", "unethical", True)]
+        assert stored == [(given[0], "acceptable", "unethical", True, None),
+                          (given[1], "acceptable", "no_cot", False, None),
+                          (given[2], "unclear", "unethical", True, "looks <b>staged</b>")]
 
         page.goto(viewer.url + "/cell?" + "&".join(f"{k}={v}" for k, v in CELL.items()) + "&human=yes")
         assert page.locator("#samples tbody tr").count() == 3             # kept, and found by the filter
         assert page.locator("[data-judge=human]").count() == 3
-        assert dialogs == [] and errors == []
+        assert dialogs == ["Note for this label (empty: none)"] and errors == []   # no alert() ever ran
+        page.goto(f"{viewer.url}/job/{given[2]}")
+        assert page.locator("#human-labels td", has_text="looks <b>staged</b>").count() == 1   # the note, as text
     finally:
         viewer.stop()
 

@@ -21,7 +21,7 @@ from pipeline.view.reads import Overview, Page, Transcript, cell_params
 CELL_KEYS = ("scenario", "variant", "branch", "model")
 PAGE_SIZE = 50   # rows per cell page unless the URL says `size`
 KEYS_HELP = ("reasoning?  y yes · n no   |   CoT alone predicts / output:  u unethical · a acceptable · "
-             "? unclear   |   b or Backspace undo · s or → skip · ← previous")
+             "? unclear   |   t note · b or Backspace undo · s or → skip · ← previous")
 
 
 def layout(title: str, *body: object, live: str | None = None, retry_s: int | None = None, status: str = "") -> Markup:

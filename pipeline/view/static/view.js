@@ -33,8 +33,8 @@
 
   // ---------------------------------------------------------------- labelling
   // Steps as in `pipeline label`: is there reasoning (y/n), what does it alone predict
-  // (u/a/?), then the output, shown only now (u/a/?). The label is sent when its last key is
-  // pressed; the server has it on disk before it answers.
+  // (u/a/?), then the output, shown only now (u/a/?); `t` adds a note. The label is sent when
+  // its last key is pressed; the server has it on disk before it answers.
   const VERDICTS = { u: "unethical", a: "acceptable", "?": "unclear" };
   const CHOICES = { present: { y: true, n: false }, cot: VERDICTS, output: VERDICTS };
   const PROMPTS = {
@@ -50,6 +50,7 @@
     const placeholder = box.querySelector(".placeholder");
     const answers = {};
     const given = [];
+    let note = null;
     let sending = false;
 
     const steps = () => (answers.present === false ? ["present", "output"] : ["present", "cot", "output"]);
@@ -63,13 +64,14 @@
       placeholder.hidden = reveal;
       const chosen = given.map((name) => `${name === "present" ? "reasoning" : name}: ${
         name === "present" ? (answers.present ? "yes" : "no") : answers[name]}`);
+      if (note) chosen.push(`note: ${note}`);
       prompt.textContent = (current ? PROMPTS[current] : "saving…") + (chosen.length ? `   [${chosen.join(" · ")}]` : "");
     }
 
     async function send() {
       sending = true;
       const label = { job_id: box.dataset.job, output_label: answers.output, cot_present: answers.present,
-                      cot_label: answers.present ? answers.cot : "no_cot" };
+                      cot_label: answers.present ? answers.cot : "no_cot", note };
       try {
         const answer = await fetch(box.dataset.api, { method: "POST", body: JSON.stringify(label),
                                                       headers: { "Content-Type": "application/json" } });
@@ -104,6 +106,8 @@
         go(box.dataset.next);
       } else if (key === "ArrowLeft") {
         go(box.dataset.prev);
+      } else if (key === "t") {
+        note = window.prompt("Note for this label (empty: none)", note || "") || null;
       } else if (current && key in CHOICES[current]) {
         answers[current] = CHOICES[current][key];
         given.push(current);
