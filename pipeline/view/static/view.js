@@ -80,6 +80,7 @@
         saved.textContent = result.saved === "database" ? `saved: output ${label.output_label}, CoT ${label.cot_label}`
           : "saved to the journal: a run holds the database, the label is written as soon as it is free";
         saved.dataset.saved = result.saved;
+        if (result.saved !== "database") await new Promise((done) => setTimeout(done, 1500));   // let it be read
         if (box.dataset.next) {
           go(box.dataset.next);
           return;
@@ -108,7 +109,7 @@
         go(box.dataset.prev);
       } else if (key === "t") {
         note = window.prompt("Note for this label (empty: none)", note || "") || null;
-      } else if (current && key in CHOICES[current]) {
+      } else if (current && Object.hasOwn(CHOICES[current], key)) {
         answers[current] = CHOICES[current][key];
         given.push(current);
         if (!step()) {
