@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from pipeline.view.filters import SampleFilter
+from pipeline.view.html import Markup, esc, join, tag
 from pipeline.view.reads import page_statement
 from tests.conftest import FIXTURE_SCENARIOS, REPO, Workspace, query
 from tests.fakeserver import FakeServer
@@ -205,6 +206,15 @@ def test_keyset_pages_cover_the_cell_once_forward_and_back(viewer: Viewer) -> No
             break
         page = viewer.http.get(previous.group(1).replace("&amp;", "&")).text
     assert back == seen
+
+
+def test_html_builder_escapes_text_and_attributes_but_not_markup() -> None:
+    hostile = "\"><script>alert(1)</script>"
+    built = tag("a", hostile, tag("b", "<i>"), href=hostile, data_job="x'y", hidden=True, title=None)
+    assert built == ('<a href="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" data-job="x&#x27;y" hidden>'
+                     '&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;<b>&lt;i&gt;</b></a>')
+    assert esc(built) == built                                       # markup is not escaped twice
+    assert join(["<", Markup("<br>"), None, 3]) == "&lt;<br>3"
 
 
 def test_a_page_reads_only_the_tables_its_filters_need() -> None:
