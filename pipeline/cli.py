@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
+"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,view,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
 
 from __future__ import annotations
 
@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label(command("label", "label final responses by hand in the terminal; `label import FILE` / "
                                "`label export` move labels in and out as JSONL"))
 
+    view = command("view", "a local web app: runs, cells, transcripts, and labelling by keyboard (works during a run)")
+    view.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    view.add_argument("--port", type=int, default=0, help="port (default 0: any free port; the URL is printed)")
+    view.add_argument("--labeller", help="whose labels the label page gives (default: $USER)")
+    _add_db(view)
+
     serve = command("serve", "run the embedded model's OpenAI-compatible server in the foreground")
     serve.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="parallel sequences (continuous batching)")
     serve.add_argument("--ctx-per-slot", type=int, default=DEFAULT_CTX_PER_SLOT, help="context tokens per slot")
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=args.log_json, level=args.log_level)
     try:
         commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "grade": cmd_grade,
-                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label}
+                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label, "view": cmd_view}
         return commands[args.command](args)
     except (KeyboardInterrupt, WaitAbandoned):
         stop_waiting.set()   # a thread still waiting for the database gives up (connection.retry_on_lock)
@@ -355,6 +361,17 @@ def _label_session(args: argparse.Namespace) -> int:
     if writer.waiting():
         print(f"{writer.waiting()} labels wait in {writer.journal.path} (database busy); "
               "the next `pipeline label` writes them")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from pipeline.view.server import serve  # aiohttp.web and matplotlib load only for this command
+
+    try:
+        serve(args.db, host=args.host, port=args.port,
+              labeller=args.labeller or os.environ.get("USER") or getpass.getuser())
+    except KeyboardInterrupt:
+        print("\npipeline view stopped", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,7 @@ judge_agreement, judge_accuracy, rates_corrected, cell_status), so report and ad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +42,9 @@ class ReportData:
         return sorted({str(r["judge_version"]) for r in self.rates})
 
 
-def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-    cursor = con.execute(sql, list(params))
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Row]:
+    """Rows as dicts; `params` positional (`?`) or named (`$name`)."""
+    cursor = con.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
