@@ -14,6 +14,7 @@ import structlog
 from pipeline.experiment.scenarios import Message
 from pipeline.sampling.lane import CallRecord, Lane
 from pipeline.sampling.plan import Job
+from pipeline.sampling.reasoning import assistant_turn
 from pipeline.store.writer import Outcome, utc_now
 
 log = structlog.get_logger()
@@ -22,14 +23,14 @@ log = structlog.get_logger()
 async def execute_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     conversation = job.cell.conversation
     responses: list[dict[str, Any]] = []
-    initial = job.fixed_response()
+    initial: str | Message | None = job.fixed_response()
     if initial is None:
         messages = conversation.opening()
         outcome = await _call(lane, job, "initial", messages)
         responses.append(_response_row(job, lane, run_id, "initial", messages, outcome))
         if not outcome.ok:
             return _outcome(job, run_id, f"initial call: {outcome.error}", responses)
-        initial = outcome.text or ""
+        initial = assistant_turn(outcome.text or "", outcome.reasoning, lane.model.send_reasoning_back)
     messages = conversation.closing(initial)
     outcome = await _call(lane, job, "final", messages)
     responses.append(_response_row(job, lane, run_id, "final", messages, outcome))
@@ -68,4 +69,6 @@ def _response_row(job: Job, lane: Lane, run_id: str, call: str, messages: list[M
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "latency_ms": None if outcome.latency_s is None else round(outcome.latency_s * 1000, 2),
             "attempts": outcome.attempts, "http_status": outcome.status, "error": outcome.error,
-            "truncated": outcome.truncated, "created_at": utc_now()}
+            "truncated": outcome.truncated, "created_at": utc_now(),
+            "reasoning_text": outcome.reasoning.text, "reasoning_field": outcome.reasoning.field,
+            "reasoning_tokens": outcome.reasoning.tokens}

@@ -30,6 +30,7 @@ from pipeline.progress import Progress
 from pipeline.sampling.client import CallFailed, ChatClient, Completion
 from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket, WindowCounter
 from pipeline.sampling.ratelimit_headers import Window, exhausted_for, next_boundary_s, relevant
+from pipeline.sampling.reasoning import NO_REASONING, NativeReasoning
 from pipeline.sampling.retry import (
     BOUNDARY_MARGIN_S,
     Action,
@@ -58,6 +59,7 @@ class CallRecord:
     status: int | None
     error: str | None
     truncated: bool = False
+    reasoning: NativeReasoning = NO_REASONING
 
     @property
     def ok(self) -> bool:
@@ -125,7 +127,7 @@ class Lane:
                 continue
             return CallRecord(result.text, result.finish_reason, result.prompt_tokens,
                                result.completion_tokens, result.latency_s, attempts, result.status, None,
-                               result.truncated)
+                               result.truncated, result.reasoning)
 
     def _stop(self, message: str, status: int | None) -> None:
         """The endpoint is unusable: every call of the lane, in flight or queued, stops."""

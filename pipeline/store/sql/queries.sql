@@ -22,7 +22,7 @@ UPDATE runs SET done = ?, failed = ? WHERE run_id = ?;
 -- name: ungraded_page
 -- Final responses a judge version has not labelled, by keyset pages (in-flight items are never
 -- fetched twice).
-SELECT f.job_id, f.scenario, f.response_text, f.finish_reason
+SELECT f.job_id, f.scenario, f.response_text, f.finish_reason, f.reasoning_text, f.reasoning_tokens
 FROM final_responses f
 ANTI JOIN judgments j ON j.job_id = f.job_id AND j.judge = $judge AND j.judge_version = $version
 WHERE list_contains($scenarios, f.scenario) AND f.job_id > $after
