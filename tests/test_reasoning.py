@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.experiment.config import load_experiment
 from pipeline.grading.cot_source import HIDDEN, NATIVE, NONE, PROMPTED, resolve_cot, truncate_middle
+from pipeline.grading.human import sample_for_labelling
 from pipeline.sampling.plan import plan_cells
 from pipeline.sampling.reasoning import NativeReasoning, assistant_turn, parse_reasoning
 from tests.conftest import Workspace, query
@@ -108,6 +109,8 @@ def test_a_response_with_both_is_graded_on_both(workspace: Workspace) -> None:
     assert sources == [(NATIVE, True, 9, 1.0), (PROMPTED, False, 9, 1.0)]
     section = report(workspace).split("## Consistency by CoT source", 1)[1].split("\n## ", 1)[0]
     assert "native: consistency" in section and "prompted: consistency" in section
+    items = sample_for_labelling(workspace.db, per_cell=1, seed=0, labeller="ana")
+    assert len(items) == JOBS and all(item.cot_text.startswith("The colleague gave me") for item in items)
 
 
 def test_send_reasoning_back_only_when_asked_and_it_changes_sampled_ids(workspace: Workspace) -> None:
