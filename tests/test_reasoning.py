@@ -156,6 +156,19 @@ def test_llm_judge_gets_a_long_trace_cut_from_the_middle(workspace: Workspace) -
     assert query(workspace.db, "SELECT DISTINCT cot_source, cot_label FROM judgments") == [(NATIVE, "unethical")]
 
 
+def test_cot_flag_for_a_single_endpoint(workspace: Workspace) -> None:
+    workspace.write_experiment("http://127.0.0.1:1/v1", n=1)
+    alone = workspace.sample("--cot", "native", check=False)
+    assert alone.returncode == 2 and "--cot needs --base-url" in alone.stderr and not workspace.db.exists()
+    with FakeServer(reply=PLAIN_REPLY, reasoning_shape="reasoning", reasoning=TRACE) as server:
+        workspace.sample("--base-url", server.base_url, "--model", "qwen3", "--cot", "native")
+    systems = query(workspace.db, "SELECT DISTINCT request_messages->>'$[0].content' FROM responses")
+    assert systems and all("Output:" not in system for (system,) in systems)
+    assert query(workspace.db, "SELECT config->>'$.models[0].cot' FROM runs") == [("native",)]
+    grade(workspace)
+    assert query(workspace.db, "SELECT DISTINCT cot_source FROM judgments") == [(NATIVE,)]
+
+
 def test_bad_cot_setting_is_one_line(workspace: Workspace) -> None:
     workspace.write_experiment("http://127.0.0.1:1/v1", model_extra='cot = "inline"')
     proc = workspace.sample(check=False)
