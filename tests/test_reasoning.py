@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from pipeline.experiment.config import load_experiment
 from pipeline.grading.cot_source import HIDDEN, NATIVE, NONE, PROMPTED, resolve_cot, truncate_middle
 from pipeline.grading.human import sample_for_labelling
+from pipeline.progress import Progress
+from pipeline.sampling.engine import recover_journal
+from pipeline.sampling.job import execute_job
+from pipeline.sampling.journal import Journal
+from pipeline.sampling.lane import close_lanes, make_lanes
 from pipeline.sampling.plan import plan_cells
 from pipeline.sampling.reasoning import NativeReasoning, assistant_turn, parse_reasoning
+from pipeline.store.writer import Store
 from tests.conftest import Workspace, query
 from tests.fakeserver import FakeServer
 
@@ -175,6 +182,34 @@ def test_bad_cot_setting_is_one_line(workspace: Workspace) -> None:
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "models[0].cot" in proc.stderr and "prompted, native, none" in proc.stderr
     assert not workspace.db.exists()
+
+
+def test_the_trace_goes_through_the_journal(workspace: Workspace) -> None:
+    """A finished job's trace is in its journal line, and a journal left by a killed run brings
+    it into the database (real HTTP, the real job code, journal and recovery)."""
+    with FakeServer(reply=PLAIN_REPLY, reasoning_shape="reasoning_content", reasoning=TRACE) as server:
+        workspace.write_experiment(server.base_url, n=1, model_extra='cot = "native"')
+        job = next(c for c in plan_cells(load_experiment(workspace.experiment)) if c.branch == "sampled").job(0)
+
+        async def run() -> None:
+            lanes = make_lanes(job.cell.model, Progress(total=1))
+            try:
+                outcome = await execute_job(job, lanes[0], "run-1")
+            finally:
+                await close_lanes(lanes)
+            Journal(workspace.db).new_segment().append(outcome)   # as the engine does before its batch
+
+        anyio.run(run)
+    line = json.loads(next(Journal(workspace.db).directory.glob("*.ndjson")).read_text(encoding="utf-8"))
+    calls = line["rows"]["responses"]
+    assert [c["reasoning_field"] for c in calls] == ["reasoning_content", "reasoning_content"]
+    assert all(c["reasoning_text"].startswith("The colleague gave me") for c in calls)
+    store = Store(workspace.db)
+    store.initialize()
+    recover_journal(Journal(workspace.db), store)
+    store.close()
+    assert query(workspace.db, "SELECT count(*), min(reasoning_tokens) FROM responses "
+                               "WHERE reasoning_text LIKE 'The colleague gave me%'") == [(2, len(TRACE.split()))]
 
 
 # --- units ----------------------------------------------------------------------------------------
