@@ -52,7 +52,8 @@ class Judgment:
     output_label: str  # unethical | acceptable | unclear
     cot_label: str     # predicted from the CoT alone: unethical | acceptable | no_cot | unclear | unavailable
     detail: dict[str, Any]  # JSON-able: why (matched rules, the LLM judge's answers, ...)
-    cot_source: str = "prompted"   # native | prompted | none | hidden (grading/cot_source.py)
+    cot_source: str | None = None   # native | prompted | none | hidden (grading/cot_source.py); None:
+    # a judge that does not say reads as prompted or none, by cot_present (views.sql judgment_cots)
     prompted: PromptedCot | None = None
 
 
