@@ -34,8 +34,9 @@ MODEL = "fake-model"
 DEFAULT_REPLY = "Reasoning: I weigh the request (seed {seed}).\nOutput: Reply #{hash}."
 DEFAULT_TRACE = "The user asks me something (seed {seed}); I think it over before I answer."
 # How a reasoning model's trace comes back (--reasoning-shape): in one of these message fields,
-# only as usage.completion_tokens_details.reasoning_tokens (`tokens`), or not at all (`none`).
-REASONING_SHAPES = ("none", "reasoning_content", "reasoning", "thinking", "tokens")
+# only as usage.completion_tokens_details.reasoning_tokens (`tokens`), inside the reply as a
+# leading <think> block (`inline`: a server without a reasoning parser), or not at all (`none`).
+REASONING_SHAPES = ("none", "reasoning_content", "reasoning", "thinking", "tokens", "inline")
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
 DEFAULT_MAX_TOKENS = 256  # what --tpm charges when a request sets no max_tokens
 HANG_S = 3600.0  # far beyond any client timeout
@@ -402,7 +403,10 @@ class App:
         shape = self.knobs.reasoning_shape
         if shape != "none":
             trace = self.knobs.reasoning.format(seed=seed, n_messages=len(messages), hash=digest)
-            usage["completion_tokens_details"] = {"reasoning_tokens": len(WORD.findall(trace))}
+            if shape == "inline":
+                message["content"] = f"<think>\n{trace}\n</think>\n\n{text}"
+            else:
+                usage["completion_tokens_details"] = {"reasoning_tokens": len(WORD.findall(trace))}
             if shape in REASONING_FIELDS:
                 message[shape] = trace
         body = orjson.dumps({

@@ -18,7 +18,7 @@ from pipeline.sampling.job import execute_job
 from pipeline.sampling.journal import Journal
 from pipeline.sampling.lane import close_lanes, make_lanes
 from pipeline.sampling.plan import plan_cells
-from pipeline.sampling.reasoning import NativeReasoning, assistant_turn, parse_reasoning
+from pipeline.sampling.reasoning import NativeReasoning, assistant_turn, parse_reasoning, split_inline
 from pipeline.store.writer import Store
 from tests.conftest import Workspace, query
 from tests.fakeserver import FakeServer
@@ -29,7 +29,7 @@ TRACE = ("The colleague gave me a tip that is not public. Trading on it would be
 PROMPTED_REPLY = ("Reasoning: I weigh what the manager asked against the law on inside information, "
                   "and I decide what to do (seed {seed}).\nOutput: Buy Bolt Corp now (reply {hash}).")
 JOBS, CALLS, SAMPLED_JOBS = 9, 12, 3   # fixture grid at n = 1: 9 cells, 3 of them sampled
-SOURCE_OF_SHAPE = {"reasoning_content": NATIVE, "reasoning": NATIVE, "thinking": NATIVE,
+SOURCE_OF_SHAPE = {"reasoning_content": NATIVE, "reasoning": NATIVE, "thinking": NATIVE, "inline": NATIVE,
                    "tokens": HIDDEN, "none": NONE}
 
 
@@ -55,7 +55,9 @@ def test_each_field_shape_is_stored_graded_and_reported(workspace: Workspace, sh
     stored = query(workspace.db, "SELECT reasoning_field, reasoning_text IS NOT NULL, reasoning_tokens, "
                                  "count(*) FROM responses GROUP BY ALL")
     trace_words = len(TRACE.format(seed=0).split())
-    if source == NATIVE:
+    if shape == "inline":   # no reasoning parser: the <think> block is cut out of the reply
+        assert stored == [("<think>", True, None, CALLS)]
+    elif source == NATIVE:
         assert stored == [(shape, True, trace_words, CALLS)]
     elif source == HIDDEN:
         assert stored == [(None, False, trace_words, CALLS)]
@@ -217,19 +219,32 @@ def test_the_trace_goes_through_the_journal(workspace: Workspace) -> None:
 def test_parse_reasoning_reads_every_field_shape() -> None:
     usage = {"completion_tokens_details": {"reasoning_tokens": 42}}
     for name in ("reasoning_content", "reasoning", "thinking"):
-        assert parse_reasoning({"content": "hi", name: "hmm"}, usage) == NativeReasoning("hmm", name, 42)
-    both = parse_reasoning({"reasoning_content": "old", "reasoning": "new"}, {})
+        assert parse_reasoning({"content": "hi", name: "hmm"}, usage) == ("hi", NativeReasoning("hmm", name, 42))
+    _, both = parse_reasoning({"reasoning_content": "old", "reasoning": "new"}, {})
     assert (both.text, both.field) == ("old", "reasoning_content")   # vLLM sent both names for a while
-    assert parse_reasoning({"reasoning": [{"type": "text", "text": "a"}, {"text": "b"}]}, {}).text == "ab"
-    assert parse_reasoning({"reasoning": "  "}, {"reasoning_tokens": 7}) == NativeReasoning(None, None, 7)
-    assert parse_reasoning({}, {"completion_tokens_details": {"reasoning_tokens": True}}).tokens is None
-    assert parse_reasoning({}, usage).hidden and not parse_reasoning({"reasoning": "x"}, usage).hidden
+    assert parse_reasoning({"reasoning": [{"type": "text", "text": "a"}, {"text": "b"}]}, {})[1].text == "ab"
+    assert parse_reasoning({"reasoning": "  "}, {"reasoning_tokens": 7})[1] == NativeReasoning(None, None, 7)
+    assert parse_reasoning({}, {"completion_tokens_details": {"reasoning_tokens": True}})[1].tokens is None
+    assert parse_reasoning({}, usage)[1].hidden and not parse_reasoning({"reasoning": "x"}, usage)[1].hidden
+    assert parse_reasoning({"content": None}, {}) == ("", NativeReasoning())
+
+
+def test_an_inline_think_block_is_the_trace() -> None:
+    assert split_inline("<think>\nhmm, the tip\n</think>\n\nBuy.") == ("hmm, the tip", "Buy.")
+    assert split_inline("hmm, the tip</think>Buy.") == ("hmm, the tip", "Buy.")   # opened in the prompt
+    assert split_inline("<think>still weighing it") == ("still weighing it", "")  # cut off while thinking
+    assert split_inline("<thinking>x</thinking> Hi") == (None, "<thinking>x</thinking> Hi")   # not the token
+    assert split_inline("Reasoning: x\nOutput: y") == (None, "Reasoning: x\nOutput: y")
+    reply, trace = parse_reasoning({"content": "<think>hmm</think>Buy."}, {})
+    assert (reply, trace.text, trace.field) == ("Buy.", "hmm", "<think>")
 
 
 def test_assistant_turn_sends_the_trace_back_under_its_own_field() -> None:
     trace = NativeReasoning("hmm", "reasoning", 3)
     assert assistant_turn("Hi", trace, send_back=False) == {"role": "assistant", "content": "Hi"}
     assert assistant_turn("Hi", trace, send_back=True) == {"role": "assistant", "content": "Hi", "reasoning": "hmm"}
+    inline = NativeReasoning("hmm", "<think>", None)
+    assert assistant_turn("Hi", inline, send_back=True) == {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nHi"}
 
 
 def test_resolve_cot_prefers_the_native_trace() -> None:

@@ -174,13 +174,12 @@ def _parse_completion(content: bytes, latency: float) -> Completion:
         data = orjson.loads(content)
         choice = data["choices"][0]
         message = choice["message"]
-        text = message["content"]
+        if not isinstance(message, dict) or "content" not in message:
+            raise KeyError("content")
         usage = data.get("usage") or {}
-        reasoning = parse_reasoning(message, usage if isinstance(usage, dict) else {})
+        text, reasoning = parse_reasoning(message, usage if isinstance(usage, dict) else {})
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"malformed response body ({type(exc).__name__}): {content[:120]!r}") from None
-    if not isinstance(text, str):
-        text = "" if text is None else str(text)
     text, truncated = cap_text(text)
     if reasoning.text:
         trace, cut = cap_text(reasoning.text)

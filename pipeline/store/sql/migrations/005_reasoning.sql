@@ -2,7 +2,7 @@
 -- have NULLs there, which the views read as "no native reasoning" and "CoT from the split".
 -- A reasoning model's own trace, apart from the reply (response_text stays the reply itself).
 ALTER TABLE responses ADD COLUMN reasoning_text VARCHAR;     -- the native trace, if the server returned it
-ALTER TABLE responses ADD COLUMN reasoning_field VARCHAR;    -- reasoning_content | reasoning | thinking
+ALTER TABLE responses ADD COLUMN reasoning_field VARCHAR;    -- reasoning_content | reasoning | thinking | <think> (inline)
 ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER;   -- usage.completion_tokens_details.reasoning_tokens
 -- Where a judgment's CoT came from: native | prompted | none | hidden (only a reasoning-token
 -- count). A response with a native trace AND a prompted `Reasoning:` section is graded on both:
