@@ -79,6 +79,7 @@ def test_each_field_shape_is_stored_graded_and_reported(workspace: Workspace, sh
             == [(JOBS,)]
     elif source == HIDDEN:
         assert (present, label) == ({None}, {"unavailable"})   # unavailable, not "no CoT"
+        assert query(workspace.db, "SELECT count(*) FROM all_labels WHERE metric = 'cot_label'") == [(0,)]
     else:
         assert (present, label) == ({False}, {"no_cot"})
 

@@ -265,7 +265,8 @@ SELECT scenario, variant, branch, model, job_id, judge, judge_version, 'output_l
        output_label AS label FROM everyone
 UNION ALL
 SELECT scenario, variant, branch, model, job_id, judge, judge_version, 'cot_label' AS metric,
-       cot_label AS label FROM everyone;
+       cot_label AS label FROM everyone
+WHERE cot_label IS DISTINCT FROM 'unavailable';   -- a hidden CoT: nothing to agree on
 
 -- Per pair of judges (newest version each; people count as the judge 'human') over the
 -- responses both labelled: observed agreement and Cohen's kappa, one row per label kind
