@@ -6,7 +6,7 @@ N ?= 5
 DB ?= data/results.duckdb
 EXPERIMENT ?= scenarios/experiments/default.toml
 
-.PHONY: venv lock lint test test-fast sample grade report status bench serve model view clean gateway
+.PHONY: venv lock lint test test-fast sample grade report status bench serve model view clean gateway browser
 
 # Installs the locked versions (requirements.lock), then the project itself without resolving again.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -40,11 +40,18 @@ gateway: $(GATEWAY_VENV)/.installed
 
 export LITELLM_BIN ?= $(if $(wildcard $(GATEWAY_VENV)/bin/litellm),$(CURDIR)/$(GATEWAY_VENV)/bin/litellm,)
 
+# Debian's chromium for the browser test in tests/test_view.py (Playwright drives it; its own
+# browser download is never used). Needs root and apt; where it cannot be had, one line and the
+# test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium; } >/dev/null 2>&1 || echo "chromium not installed (needs root and apt): the browser test in tests/test_view.py will be skipped"; }
+
 lint: venv
 	$(PY) -m ruff check pipeline tests benchmarks
 	$(PY) -m mypy
 
-test: lint
+test: lint browser
 	$(PY) -m pytest -q
 
 test-fast: venv
@@ -71,6 +78,10 @@ model: venv
 
 status: venv
 	$(PY) -m pipeline status --db $(DB)
+
+# The web viewer (README "Reading and labelling in the browser"); PORT=8000 for a fixed port.
+view: venv
+	$(PY) -m pipeline view --db $(DB) $(if $(PORT),--port $(PORT))
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,12 +1,14 @@
-"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,export,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
+"""Command line: `python -m pipeline {sample,status,sql,grade,label,report,export,view,serve} ...` : parsing, wiring and printing; the work lives in the stage packages."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import structlog
 
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import (
+    COT_MODES,
+    DEFAULT_COT,
     Experiment,
     ModelConfig,
     endpoint_model,
@@ -28,11 +32,13 @@ from pipeline.grading import human
 from pipeline.grading.evaluate import format_agreement, load_fixtures
 from pipeline.grading.grade import grade, predict
 from pipeline.grading.judges import JUDGE_KINDS, make_judge
-from pipeline.grading.llm_judge import JUDGE_PARAMS
+from pipeline.grading.llm_judge import DEFAULT_COT_BUDGET_TOKENS, JUDGE_PARAMS
 from pipeline.grading.rule_judge import RULE_JUDGE_NAME
 from pipeline.local_model.server import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, serve_forever
 from pipeline.logs import configure_logging
-from pipeline.progress import Progress
+from pipeline.progress import Progress, format_usd
+from pipeline.sampling.batch.driver import BatchOptions
+from pipeline.sampling.budget import check_priced, cost_lines
 from pipeline.sampling.dryrun import describe_plan
 from pipeline.sampling.embedded import start_embedded_models
 from pipeline.sampling.engine import EngineTally
@@ -66,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT, help="experiment TOML file")
     run.add_argument("--n", type=int, help="samples per cell (default: the experiment's samples_per_cell)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its cost; send nothing")
+    run.add_argument("--max-cost", type=float, metavar="USD",
+                     help="stop sending before the experiment's cost in this database would pass USD "
+                          "(exit 3; default: the experiment's budget_usd)")
+    run.add_argument("--batch", action="store_true",
+                     help="sample every model through the Batch API (/v1/files, /v1/batches; half price at OpenAI)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="with batches: submit and exit; a later `sample --batch` collects")
+    run.add_argument("--poll-s", type=float, default=30.0, help="with batches: seconds between polls (default 30)")
+    run.add_argument("--cot", choices=COT_MODES, default=DEFAULT_COT,
+                     help="with --base-url: where the CoT comes from (native: the model's own reasoning, "
+                          "no CoT instruction; default prompted)")
     _add_db(run)
     _add_endpoint(run, "single endpoint (replaces the experiment's models)")
 
@@ -84,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--eval-fixtures", nargs="?", const=DEFAULT_FIXTURES, type=Path, metavar="JSONL",
                        help=f"instead of grading: accuracy and Cohen's kappa against hand labels ({DEFAULT_FIXTURES})")
     grade.add_argument("--json", action="store_true", help="with --eval-fixtures: print the scores as JSON")
+    grade.add_argument("--cot-budget", type=int, default=DEFAULT_COT_BUDGET_TOKENS, metavar="TOKENS",
+                       help="LLM judge: longer reasoning traces are cut from the middle, with a marker "
+                            f"(default {DEFAULT_COT_BUDGET_TOKENS})")
     _add_db(grade)
     _add_endpoint(grade, "the LLM judge's endpoint")
 
@@ -103,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_label(command("label", "label final responses by hand in the terminal; `label import FILE` / "
                                "`label export` move labels in and out as JSONL"))
+
+    view = command("view", "a local web app: runs, cells, transcripts, and labelling by keyboard (works during a run)")
+    view.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    view.add_argument("--port", type=int, default=0, help="port (default 0: any free port; the URL is printed)")
+    view.add_argument("--labeller", help="whose labels the label page gives (default: $USER)")
+    _add_db(view)
 
     serve = command("serve", "run the embedded model's OpenAI-compatible server in the foreground")
     serve.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="parallel sequences (continuous batching)")
@@ -142,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json=args.log_json, level=args.log_level)
     try:
         commands = {"sample": cmd_sample, "status": cmd_status, "sql": cmd_sql, "grade": cmd_grade,
-                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label, "export": cmd_export}
+                    "report": cmd_report, "serve": cmd_serve, "label": cmd_label, "view": cmd_view,
+                    "export": cmd_export}
         return commands[args.command](args)
     except (KeyboardInterrupt, WaitAbandoned):
         stop_waiting.set()   # a thread still waiting for the database gives up (connection.retry_on_lock)
@@ -166,7 +193,9 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
         if not (args.base_url and args.model):
             raise PipelineError("--base-url and --model go together")
         experiment = single_endpoint(experiment, model=args.model, base_url=args.base_url,
-                                     api_key_env=args.api_key_env)
+                                     api_key_env=args.api_key_env, cot=args.cot)
+    elif args.cot != DEFAULT_COT:
+        raise PipelineError("--cot needs --base-url and --model (or set cot in the experiment's [[models]])")
     elif args.api_key_env:
         raise PipelineError("--api-key-env needs --base-url and --model (or set api_key_env in the experiment)")
     if args.n is not None and args.n < 1:
@@ -179,9 +208,11 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     experiment = load_run_experiment(args)
+    experiment = batch_models(args, experiment)
     cells = plan_cells(experiment, args.n)
+    max_cost = budget_cap(args, experiment)
     if args.dry_run:
-        return print_dry_run(cells, args.db)
+        return print_dry_run(cells, args.db, max_cost)
     store = Store(args.db)
     argv = sys.argv[1:]
     with run_lock(args.db), ExitStack() as stack:
@@ -191,25 +222,57 @@ def cmd_sample(args: argparse.Namespace) -> int:
             pending = sum(cell.n for cell in cells) - load_done(con, cells).count
         if pending:  # nothing to do: no server
             cells = start_embedded_models(cells, stack)
-        result = anyio.run(sample, experiment, cells, store, argv)
+        options = BatchOptions(wait=not args.no_wait, poll_s=args.poll_s)
+        result = anyio.run(sample, experiment, cells, store, argv, max_cost, options)
     print_summary(result, args.db, embedded=any(cell.model.embedded for cell in cells))
-    return {"completed": 0, "interrupted": 130}.get(result.status, 1)
+    return EXIT_CODES.get(result.status, 1)
 
 
-def print_dry_run(cells: list[Cell], db: Path) -> int:
+EXIT_CODES = {"completed": 0, "interrupted": 130, "budget_reached": 3}
+
+
+def batch_models(args: argparse.Namespace, experiment: Experiment) -> Experiment:
+    """--batch sends every model through the Batch API (not part of job ids: same jobs)."""
+    if not (math.isfinite(args.poll_s) and args.poll_s > 0):
+        raise PipelineError(f"--poll-s must be a number of seconds > 0, got {args.poll_s:g}")
+    models = [replace(model, batch=True) for model in experiment.models] if args.batch else experiment.models
+    for model in models:
+        if model.batch and model.embedded:
+            raise PipelineError(f"model {model.name!r}: the embedded model has no Batch API (drop --batch or batch = true)")
+    if args.no_wait and not any(model.batch for model in models):
+        raise PipelineError("--no-wait is for batch runs (add --batch)")
+    return replace(experiment, models=models)
+
+
+def budget_cap(args: argparse.Namespace, experiment: Experiment) -> float | None:
+    """--max-cost, else the experiment's budget_usd; every model must then have a price."""
+    if args.max_cost is not None and not (math.isfinite(args.max_cost) and args.max_cost > 0):
+        raise PipelineError(f"--max-cost must be a number of dollars > 0, got {args.max_cost:g}")
+    cap: float | None = args.max_cost if args.max_cost is not None else experiment.budget_usd
+    if cap is not None:
+        check_priced(experiment.models, "--max-cost" if args.max_cost is not None else "budget_usd")
+    return cap
+
+
+def print_dry_run(cells: list[Cell], db: Path, max_cost: float | None) -> int:
     warnings: list[str] = []
+    mean_reply: dict[str, float] = {}
     speeds: dict[str, float] = {}
     if db.exists():
         con = open_reader(db)
         try:
             done = load_done(con, cells)
             warnings = cap_warnings(con, list({id(c.model): c.model for c in cells}.values()))
+            mean_reply = dict(con.execute(sql("mean_reply_by_model")).fetchall())
             speeds = dict(con.execute(sql("model_speeds")).fetchall())
         finally:
             con.close()
     else:
         done = DoneIndex(cells)
-    print(describe_plan(cells, done, speeds))
+    print(describe_plan(cells, done, mean_reply, speeds))
+    if max_cost is not None:
+        print(f"budget: at most {format_usd(max_cost)} in total for this experiment in {db.name} "
+              "(what it has cost so far counts)")
     for warning in warnings:
         print(warning)
     return 0
@@ -218,9 +281,11 @@ def print_dry_run(cells: list[Cell], db: Path) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     scenarios = {s.id: s for s in load_scenarios(args.scenarios_dir)}
     model = judge_model(args) if args.judge == "llm" else None
+    if args.cot_budget < 1:
+        raise PipelineError(f"--cot-budget must be at least 1 token, got {args.cot_budget}")
     if args.eval_fixtures:
         items = load_fixtures(args.eval_fixtures, scenarios)
-        name, predictions = anyio.run(_predict, args.judge, scenarios, model, items)
+        name, predictions = anyio.run(_predict, args.judge, scenarios, model, items, args.cot_budget)
         print(format_agreement(name, items, predictions, as_json=args.json))
         return 0
     if not args.db.exists():
@@ -229,7 +294,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     with run_lock(args.db), ExitStack() as stack:
         store.initialize()
         stack.callback(store.close)
-        name, version, engine = anyio.run(_grade, store, args.judge, scenarios, model)
+        name, version, engine = anyio.run(_grade, store, args.judge, scenarios, model, args.cot_budget)
     print(f"graded {engine.stored_ok} responses with {name} (version {version}); "
           f"{engine.stored_failed} got no answer and stay ungraded; status {engine.status}")
     for error in engine.endpoint_errors:
@@ -238,9 +303,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 async def _grade(store: Store, kind: str, scenarios: dict[str, Scenario],
-                 model: ModelConfig | None) -> tuple[str, str, EngineTally]:
+                 model: ModelConfig | None, cot_budget: int) -> tuple[str, str, EngineTally]:
     progress = Progress(total=0)
-    judge = make_judge(kind, scenarios, progress, model)
+    judge = make_judge(kind, scenarios, progress, model, cot_budget)
     try:
         return judge.name, judge.version, await grade(store, judge, scenarios, progress)
     finally:
@@ -248,8 +313,8 @@ async def _grade(store: Store, kind: str, scenarios: dict[str, Scenario],
 
 
 async def _predict(kind: str, scenarios: dict[str, Scenario], model: ModelConfig | None,
-                   items: list[Any]) -> tuple[str, list[dict[str, Any]]]:
-    judge = make_judge(kind, scenarios, Progress(total=len(items)), model)
+                   items: list[Any], cot_budget: int) -> tuple[str, list[dict[str, Any]]]:
+    judge = make_judge(kind, scenarios, Progress(total=len(items)), model, cot_budget)
     try:
         return judge.name, await predict(judge, items)
     finally:
@@ -329,6 +394,17 @@ def _label_session(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from pipeline.view.server import serve  # aiohttp.web and matplotlib load only for this command
+
+    try:
+        serve(args.db, host=args.host, port=args.port,
+              labeller=args.labeller or os.environ.get("USER") or getpass.getuser())
+    except KeyboardInterrupt:
+        print("\npipeline view stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     serve_forever(slots=args.slots, ctx_per_slot=args.ctx_per_slot)
     return 0
@@ -341,12 +417,20 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
         f"run {result.run_id}: {result.status} in {result.wall_s:.1f} s",
         f"  jobs: {result.planned} planned, {result.planned - result.pending_at_start} already done, "
         f"{result.stored_done} done now, {result.stored_failed} failed, {left} still pending",
-        f"  calls: {result.requests} requests ({rate:.1f}/s), {result.tokens} tokens",
+        f"  calls: {result.requests} requests ({rate:.1f}/s), {result.tokens} tokens, cost {result.spent}",
         f"  rate limits: {result.rate_limited} 429s, {result.limit_wait_s:.1f} s waiting on limits",
         *(f"  limits: {text}" for text in result.limits),
         f"  data: {db}  (try: python -m pipeline status --db {db})",
     ]
     lines += [f"  endpoint error: {error}" for error in result.endpoint_errors]
+    lines += batch_lines(result)
+    if result.budget:
+        budget = result.budget
+        lines.append(f"  budget: {format_usd(budget.total)} of {format_usd(budget.cap_usd)} spent on this experiment "
+                     f"in {db.name} ({format_usd(budget.spent_before)} before this run)")
+        if budget.reached:
+            lines.append(f"  budget reached: stopped sending, {left} jobs left pending; run again with a higher "
+                         "--max-cost (or budget_usd) to continue")
     if result.stored_failed and not result.stored_done:
         lines.append(f"  every job of this run failed ({result.stored_failed}); most common error: "
                      f"{top_error(db, result.run_id)}")
@@ -354,9 +438,24 @@ def print_summary(result: RunSummary, db: Path, embedded: bool) -> None:
     if embedded:
         lines.append("  note: the embedded model (SmolLM2-135M) is a tiny model for offline runs and pipeline "
                      "checks, not for findings; see README 'Real models' to sample gpt-4-*, vLLM, Ollama, ...")
-    if left:
+    if left and not (result.budget and result.budget.reached):
         lines.append("  run the same command again to finish the pending jobs")
     print("\n".join(lines))
+
+
+def batch_lines(result: RunSummary) -> list[str]:
+    """What the Batch API side of a run did, and what is left."""
+    tally = result.batch
+    if tally is None:
+        return []
+    lines = [f"  batches: {tally.submitted} submitted now ({tally.requests_submitted} requests), {tally.collected} "
+             f"collected ({tally.answered} requests answered, {tally.unanswered} unanswered), {tally.still_open} open"]
+    if tally.still_open:
+        states = ", ".join(f"{count} {status}" for status, count in sorted(tally.by_status.items()))
+        lines.append(f"  open batches ({states}): run `pipeline sample --batch` again later to collect them")
+    for why, count in tally.errors.most_common(3):
+        lines.append(f"  unanswered ({count}): {why} -- their jobs are pending; the next `sample --batch` resubmits them")
+    return lines
 
 
 def run_truncation(db: Path, run_id: str) -> list[str]:
@@ -398,6 +497,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("recent runs:")
         con.sql(sql("recent_runs")).show(max_width=200)
         print("\n".join(["final replies:", *truncation_lines(con)]))
+        print("\n".join(["cost per model (see the `costs` view):", *cost_lines(con)]))
+        if con.execute(sql("count_batches")).fetchall()[0][0]:
+            print("batches (newest first):")
+            con.sql(sql("batch_status")).show(max_width=200)
     finally:
         con.close()
     return 0

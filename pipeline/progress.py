@@ -25,6 +25,8 @@ class Progress:
     rate_limited: int = 0    # 429 answers
     retrying: int = 0        # calls currently waiting to retry
     limit_wait_s: float = 0.0  # time lanes were held by rate limits (429s, resets, window boundaries)
+    cost_usd: float = 0.0      # $ of this run's priced calls
+    unpriced: int = 0          # calls whose model has no price (their cost is unknown)
     started: float = field(default_factory=time.monotonic)
     _samples: deque[tuple[float, int, int, int]] = field(default_factory=deque)
 
@@ -45,13 +47,26 @@ class Progress:
                 "tok_per_s": (self.tokens - k0) / span,
                 "eta_s": remaining / jobs_rate if jobs_rate > 0 else None}
 
+    def count_cost(self, cost: float | None) -> None:
+        """One answered call's cost; None (no price) is counted as unpriced, never as $0."""
+        if cost is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += cost
+
+    def spent(self) -> str:
+        """`$1.23`, or `$1.23 + unknown (5 unpriced calls)`."""
+        text = format_usd(self.cost_usd) if self.cost_usd or not self.unpriced else "unknown"
+        return text + (f" + unknown ({self.unpriced} unpriced calls)" if self.unpriced and self.cost_usd else "")
+
     def line(self) -> str:
         s = self.snapshot()
         eta = _duration(s["eta_s"]) if s["eta_s"] is not None else "?"
         pct = 100.0 * s["finished"] / self.total if self.total else 100.0
         return (f"{s['finished']}/{self.total} jobs ({pct:.1f}%) | {s['req_per_s']:.1f} req/s "
                 f"{s['tok_per_s']:.0f} tok/s | failed {self.failed} errors {self.errors} "
-                f"429s {self.rate_limited} (waited {self.limit_wait_s:.0f} s) retrying {self.retrying} | ETA {eta}")
+                f"429s {self.rate_limited} (waited {self.limit_wait_s:.0f} s) retrying {self.retrying} | "
+                f"{self.spent()} | ETA {eta}")
 
 
 class ProgressReporter:
@@ -73,7 +88,7 @@ class ProgressReporter:
                      req_per_s=round(float(s["req_per_s"]), 1), tok_per_s=round(float(s["tok_per_s"])),
                      errors=self.progress.errors, rate_limited=self.progress.rate_limited,
                      limit_wait_s=round(self.progress.limit_wait_s, 1),
-                     retrying=self.progress.retrying,
+                     retrying=self.progress.retrying, spent=self.progress.spent(),
                      eta=_duration(s["eta_s"]) if s["eta_s"] is not None else None)
 
     def close(self) -> None:
@@ -87,3 +102,10 @@ def _duration(seconds: float | int | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_usd(dollars: float | None) -> str:
+    """`$12.34`, `$0.0042` for small sums, `unknown` when no price is known."""
+    if dollars is None:
+        return "unknown"
+    return f"${dollars:.2f}" if dollars >= 1 or dollars == 0 else f"${dollars:.4f}"

@@ -30,12 +30,20 @@ from typing import Any, NamedTuple
 import httpx
 import orjson
 
+from tests.fakebatch import FakeBatchApi
+
 MODEL = "fake-model"
 DEFAULT_REPLY = "Reasoning: I weigh the request (seed {seed}).\nOutput: Reply #{hash}."
+DEFAULT_TRACE = "The user asks me something (seed {seed}); I think it over before I answer."
+# How a reasoning model's trace comes back (--reasoning-shape): in one of these message fields,
+# only as usage.completion_tokens_details.reasoning_tokens (`tokens`), inside the reply as a
+# leading <think> block (`inline`: a server without a reasoning parser), or not at all (`none`).
+REASONING_SHAPES = ("none", "reasoning_content", "reasoning", "thinking", "tokens", "inline")
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
 DEFAULT_MAX_TOKENS = 256  # what --tpm charges when a request sets no max_tokens
 HANG_S = 3600.0  # far beyond any client timeout
 CHAT_PATH = "/v1/chat/completions"
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+REASONS = {200: "OK", 409: "Conflict", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 WORD = re.compile(r"\S+")
 
@@ -65,6 +73,12 @@ class Knobs:
     fixed_window: float | None = None   # LiteLLM's limiter: rpm/tpm per clock-aligned window of S s
     litellm_429: bool = False    # 429s carry only `llm_provider-retry-after: <window>`, as LiteLLM's
     limit_headers: bool = True   # successes carry x-ratelimit-* (False: a server that says nothing)
+    cached_share: float = 0.0    # share of prompt tokens reported as cached (prompt_tokens_details)
+    batch_step_s: float = 0.3    # Batch API: seconds per lifecycle step (validating, in_progress, ...)
+    batch_outcome: str = "completed"   # how new batches end: completed | failed | expired | cancelled
+    batch_create_hang: str = ""  # POST /v1/batches never answers: "before" creating, or "after"; "refuse": 400
+    reasoning_shape: str = "none"   # REASONING_SHAPES: where the native reasoning trace goes
+    reasoning: str = DEFAULT_TRACE  # the trace: str.format template like --reply
 
 
 class Reply(NamedTuple):
@@ -185,6 +199,7 @@ class App:
         self.completions = 0
         self.in_flight = 0
         self.reset()
+        self.batch_api = FakeBatchApi(self)
         self.routes = {
             ("POST", CHAT_PATH): self.chat,
             ("GET", "/v1/models"): self.models,
@@ -209,9 +224,12 @@ class App:
         self.max_in_flight = self.in_flight
         self.rejected_by_window: Counter[str] = Counter()   # fixed-window mode: 429s per window index
         self.first_window: int | None = None
+        self.reasoning_received = 0   # requests carrying an assistant turn's trace back
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         route = self.routes.get((method, path.split("?", 1)[0]))
+        if route is None and path.startswith(("/v1/files", "/v1/batches")):
+            return self.batch_api.handle(method, path, headers, body)
         if route is None:
             return json_reply(404, error_body(f"Unknown route {method} {path}",
                                               "invalid_request_error", "unknown_url"))
@@ -225,9 +243,10 @@ class App:
             {"id": MODEL, "object": "model", "created": 0, "owned_by": "fakeserver"}]})
 
     def stats(self, headers: dict[str, str], body: bytes) -> Reply:
-        return json_reply(200, {"requests": self.requests, "by_status": self.by_status,
+        return json_reply(200, {**self.batch_api.stats(), "requests": self.requests, "by_status": self.by_status,
                                 "calls": self.calls, "max_in_flight": self.max_in_flight,
-                                "rejected_by_window": self.rejected_by_window, "first_window": self.first_window})
+                                "rejected_by_window": self.rejected_by_window, "first_window": self.first_window,
+                                "reasoning_received": self.reasoning_received})
 
     def reset_endpoint(self, headers: dict[str, str], body: bytes) -> Reply:
         self.reset()
@@ -384,15 +403,29 @@ class App:
         text, words, truncated = truncate_words(text, max_tokens)
         self.give_back_unused_tokens((DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens) - words)
         self.completions += 1
+        if any(isinstance(m, dict) and m.get("role") == "assistant" and set(m) & set(REASONING_FIELDS)
+               for m in messages):
+            self.reasoning_received += 1
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": words,
+                                 "total_tokens": prompt_tokens + words,
+                                 "prompt_tokens_details": {"cached_tokens": int(prompt_tokens * self.knobs.cached_share)}}
+        shape = self.knobs.reasoning_shape
+        if shape != "none":
+            trace = self.knobs.reasoning.format(seed=seed, n_messages=len(messages), hash=digest)
+            if shape == "inline":
+                message["content"] = f"<think>\n{trace}\n</think>\n\n{text}"
+            else:
+                usage["completion_tokens_details"] = {"reasoning_tokens": len(WORD.findall(trace))}
+            if shape in REASONING_FIELDS:
+                message[shape] = trace
         body = orjson.dumps({
             "id": f"chatcmpl-fake{self.completions}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.get("model", MODEL),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "length" if truncated else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words,
-                      "total_tokens": prompt_tokens + words},
+            "choices": [{"index": 0, "message": message, "finish_reason": "length" if truncated else "stop"}],
+            "usage": usage,
         })
         if self.rng.random() < self.knobs.malformed_rate:
             body = body[: len(body) // 2]
@@ -514,6 +547,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
     parser.add_argument("--litellm-429", action="store_true", help="429s carry only llm_provider-retry-after")
     parser.add_argument("--no-limit-headers", dest="limit_headers", action="store_false",
                         help="send no x-ratelimit-* headers")
+    parser.add_argument("--cached-share", type=float, default=0.0,
+                        help="share of prompt tokens reported as cached (usage.prompt_tokens_details)")
+    parser.add_argument("--batch-step-s", type=float, default=0.3, help="Batch API: seconds per lifecycle step")
+    parser.add_argument("--batch-outcome", default="completed", choices=["completed", "failed", "expired", "cancelled"],
+                        help="how new batches end")
+    parser.add_argument("--batch-create-hang", default="", choices=["", "before", "after", "refuse"],
+                        help="POST /v1/batches never answers, before or after creating the batch (refuse: 400)")
+    parser.add_argument("--reasoning-shape", choices=REASONING_SHAPES, default="none",
+                        help="a reasoning model: its trace in this message field, or only a token count (tokens)")
+    parser.add_argument("--reasoning", default=DEFAULT_TRACE, help="the trace: str.format template like --reply")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port

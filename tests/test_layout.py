@@ -1,6 +1,6 @@
 """The tree is the pipeline: each stage imports only earlier stages and the common modules.
 
-common (errors, logs, progress) < experiment < store < sampling < grading < report < cli.
+common (errors, logs, progress) < experiment < store < sampling < grading < report < view < cli.
 Two exceptions to plain ordering: the store imports no stage at all (every stage imports
 the store, so it must not know any of them), and `local_model` imports only common modules
 and is imported only by sampling (which starts it) and the CLI (`pipeline serve`).
@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 COMMON = {"pipeline", "pipeline.errors", "pipeline.logs", "pipeline.progress"}
-STAGES = ["experiment", "store", "sampling", "grading", "report", "cli"]  # in data-flow order
+STAGES = ["experiment", "store", "sampling", "grading", "report", "view", "cli"]  # in data-flow order
 LOCAL_MODEL = "local_model"
 LOCAL_MODEL_USERS = {"sampling", "cli"}
 

@@ -1,6 +1,6 @@
-"""A wheel carries the files the pipeline reads at run time: judge prompts and every SQL
-script (migrations included). Without them a `pip install .` (not -e) cannot grade with the
-LLM judge or open a database."""
+"""A wheel carries the files the pipeline reads at run time: judge prompts, every SQL
+script (migrations included) and the viewer's script and style sheet. Without them a
+`pip install .` (not -e) cannot grade with the LLM judge, open a database or show a page."""
 
 from __future__ import annotations
 
@@ -31,8 +31,11 @@ def test_wheel_contains_prompts_and_sql(tmp_path: Path) -> None:
     (wheel,) = out.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {path.relative_to(REPO).as_posix()
-                for pattern in ("pipeline/grading/prompts/*.md", "pipeline/store/sql/**/*.sql")
+                for pattern in ("pipeline/grading/prompts/*.md", "pipeline/store/sql/**/*.sql",
+                                "pipeline/experiment/prices.toml", "pipeline/view/static/*")
                 for path in REPO.glob(pattern)}
     assert {name for name in expected if "/migrations/" in name}, "no migrations found in the source tree"
     assert {name for name in expected if name.endswith(".md")}, "no prompts found in the source tree"
+    assert "pipeline/experiment/prices.toml" in expected, "no price list found in the source tree"
+    assert {name for name in expected if name.endswith(".js")}, "no viewer script found in the source tree"
     assert expected - names == set()

@@ -13,13 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.experiment.pricing import FREE, Price, parse_price, price_list
 from pipeline.experiment.scenarios import BRANCHES, Scenario, load_scenarios
 from pipeline.experiment.tomlfile import TomlFile
 
 _TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "branches",
-             "samples_per_cell", "params", "models"}
+             "samples_per_cell", "params", "models", "budget_usd"}
 _MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", "tpm",
-               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed", "limit_window_s"}
+               "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed", "limit_window_s",
+               "price", "batch", "cot", "send_reasoning_back"}
+# Where a model's chain of thought comes from: the scenario's `Reasoning:`/`Output:` instruction
+# (the paper's set-up), the model's own reasoning trace (no instruction added), or neither.
+COT_MODES = ("prompted", "native", "none")
+DEFAULT_COT = "prompted"
 DEFAULT_MAX_TOKENS = 512  # when an experiment sets none: room for a Reasoning + Output reply
 DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": DEFAULT_MAX_TOKENS}
 # Sampling parameters checked at load (others are passed through for vendor extensions):
@@ -52,10 +58,23 @@ class ModelConfig:
     embedded: bool = False
     send_seed: bool = True
     limit_window_s: float = 60.0   # rpm/tpm count per window of this length (a gateway's "minute")
+    price: Price | None = None     # None: cost unknown (never counted as 0)
+    batch: bool = False            # sample through the Batch API instead of online calls
+    cot: str = DEFAULT_COT         # prompted | native | none (COT_MODES)
+    send_reasoning_back: bool = False   # sampled branch: the initial reply's trace goes into the next turn
+
+    @property
+    def cot_instruction(self) -> bool:
+        """Whether the scenario's CoT instruction is appended to the system prompt."""
+        return self.cot == "prompted"
 
     def identity(self) -> dict[str, Any]:
-        """What about the model changes its answers: part of every job id (not the URL)."""
-        return {"model": self.name, "params": self.params, "send_seed": self.send_seed}
+        """What about the model changes its answers: part of every job id (not the URL).
+        A setting at its default is left out, so the ids of earlier experiments stay the same."""
+        identity = {"model": self.name, "params": self.params, "send_seed": self.send_seed}
+        if self.cot != DEFAULT_COT:
+            identity["cot"] = self.cot
+        return identity
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,7 @@ class Experiment:
     samples_per_cell: int
     models: list[ModelConfig]
     default_params: dict[str, Any]
+    budget_usd: float | None = None   # cap on what this experiment may cost in the database
 
     def variants_of(self, scenario: Scenario) -> list[str]:
         return self.variants.get(scenario.id, scenario.variant_names)
@@ -95,25 +115,30 @@ def load_experiment(path: Path) -> Experiment:
     variants = _load_variant_filter(doc, scenarios)
     models_raw = doc.get(data, "models", "models", list, [])
     models = [_load_model(doc, raw, index, default_params) for index, raw in enumerate(models_raw)]
+    budget = doc.get(data, "budget_usd", "budget_usd", (int, float), None)
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise doc.error("budget_usd", f"must be a number of dollars > 0, got {budget!r}")
     _refuse_repeats(doc, "models", [model.name for model in models], suffix=".name",
                     why="two [[models]] with one name would share (or fight over) its jobs; give each its own name")
     return Experiment(name=name, path=path, scenarios=scenarios, variants=variants,
                       branches=branches, samples_per_cell=samples, models=models,
-                      default_params=default_params)
+                      default_params=default_params, budget_usd=None if budget is None else float(budget))
 
 
 def endpoint_model(*, model: str, base_url: str, api_key_env: str | None,
-                   params: dict[str, Any]) -> ModelConfig:
+                   params: dict[str, Any], cot: str = DEFAULT_COT) -> ModelConfig:
     """A model given on the command line as one OpenAI-compatible endpoint."""
+    if cot not in COT_MODES:
+        raise PipelineError(f"--cot must be one of {', '.join(COT_MODES)}, got {cot!r}")
     return ModelConfig(name=model, base_urls=(base_url.rstrip("/"),), params=dict(params),
-                       api_key_env=api_key_env)
+                       api_key_env=api_key_env, price=price_list().find(model), cot=cot)
 
 
 def single_endpoint(experiment: Experiment, *, model: str, base_url: str,
-                    api_key_env: str | None) -> Experiment:
+                    api_key_env: str | None, cot: str = DEFAULT_COT) -> Experiment:
     """Replace the experiment's models with one endpoint given on the command line."""
     config = endpoint_model(model=model, base_url=base_url, api_key_env=api_key_env,
-                            params=experiment.default_params)
+                            params=experiment.default_params, cot=cot)
     return replace(experiment, models=[config])
 
 
@@ -187,13 +212,30 @@ def _load_model(doc: TomlFile, raw: Any, index: int, default_params: dict[str, A
     window_s = doc.get(raw, f"{where}.limit_window_s", "limit_window_s", (int, float), 60.0)
     if not (math.isfinite(window_s) and window_s > 0):
         raise doc.error(f"{where}.limit_window_s", "must be > 0 (seconds)")
+    cot = doc.text_field(raw, f"{where}.cot", "cot", DEFAULT_COT)
+    if cot not in COT_MODES:
+        raise doc.error(f"{where}.cot", f"must be one of {', '.join(COT_MODES)}, got {cot!r}")
+    batch = doc.get(raw, f"{where}.batch", "batch", bool, False)
+    send_back = doc.get(raw, f"{where}.send_reasoning_back", "send_reasoning_back", bool, False)
+    if batch and send_back:  # the batch's second round is built from stored reply texts only
+        raise doc.error(f"{where}.send_reasoning_back", "is not supported with batch = true")
     return ModelConfig(
-        name=name, base_urls=tuple(u.rstrip("/") for u in urls),
+        name=name, base_urls=tuple(u.rstrip("/") for u in urls), price=_model_price(doc, raw, where, name, embedded),
+        batch=batch, cot=cot, send_reasoning_back=send_back,
         params={**default_params, **_load_params(doc, raw, f"{where}.params")},
         api_key_env=doc.text_field(raw, f"{where}.api_key_env", "api_key_env", None),
         rpm=limits["rpm"] or None, tpm=limits["tpm"] or None, concurrency=concurrency,
         timeout_s=float(timeout_s), max_attempts=max_attempts, embedded=embedded,
         send_seed=doc.get(raw, f"{where}.send_seed", "send_seed", bool, True), limit_window_s=float(window_s))
+
+
+def _model_price(doc: TomlFile, raw: dict[str, Any], where: str, name: str, embedded: bool) -> Price | None:
+    """The entry's own `price`, else the shipped list price; the embedded model is free."""
+    listed = FREE if embedded else price_list().find(name)
+    if "price" in raw:
+        discount = listed.batch_discount if listed else 0.5
+        return parse_price(doc, raw["price"], f"{where}.price", discount, f"{doc.path.name} ({where}.price)")
+    return listed
 
 
 def _refuse_repeats(doc: TomlFile, field: str, values: list[str], suffix: str = "",

@@ -3,7 +3,7 @@ judge_agreement, judge_accuracy, rates_corrected, cell_status), so report and ad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ class ReportData:
     corrected: list[Row] = field(default_factory=list)  # rates_corrected rows of this judge
     embedded_models: list[str] = field(default_factory=list)
     truncated: list[Row] = field(default_factory=list)  # per cell: final replies cut at max_tokens
+    by_source: list[Row] = field(default_factory=list)  # rates rows of every CoT source (`rates` = main one)
 
     def sampled(self) -> list[Row]:
         return [r for r in self.rates if r["branch"] == "sampled"]
@@ -42,8 +43,9 @@ class ReportData:
         return sorted({str(r["judge_version"]) for r in self.rates})
 
 
-def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-    cursor = con.execute(sql, list(params))
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Row]:
+    """Rows as dicts; `params` positional (`?`) or named (`$name`)."""
+    cursor = con.execute(sql, dict(params) if isinstance(params, Mapping) else list(params))
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
@@ -52,8 +54,9 @@ def load(con: duckdb.DuckDBPyConnection, judge: str, corrected: bool = False) ->
     by_judge = [judge]
     return ReportData(
         judge=judge,
-        rates=fetch(con, "SELECT * FROM rates WHERE judge = ?", by_judge),
-        by_phrasing=fetch(con, "SELECT * FROM rates_by_phrasing WHERE judge = ?", by_judge),
+        rates=fetch(con, "SELECT * FROM rates WHERE judge = ? AND cot_primary", by_judge),
+        by_phrasing=fetch(con, "SELECT * FROM rates_by_phrasing WHERE judge = ? AND cot_primary", by_judge),
+        by_source=fetch(con, "SELECT * FROM rates WHERE judge = ?", by_judge),
         comparison=fetch(con, "SELECT * FROM branch_comparison WHERE judge = ?", by_judge),
         agreement=fetch(con, "SELECT * FROM judge_agreement"),
         planned=fetch(con, "SELECT * FROM cell_status"),

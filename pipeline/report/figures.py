@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import matplotlib
 
@@ -19,6 +19,7 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 from pipeline.experiment.scenarios import DEFAULT_VARIANT  # noqa: E402
 from pipeline.report.data import BRANCHES, ReportData, Row  # noqa: E402
 
+Target = TypeVar("Target", Path, IO[bytes])
 BRANCH_COLORS = {"sampled": "#7f7f7f", "refusal": "#ff7f0e", "rebuttal": "#1f77b4"}
 CONTROL_SCENARIO, CONTROL_VARIANTS = "real_estate", ("race", "coffee_tea")
 VARIANT_COLORS = {"race": "#d62728", "coffee_tea": "#8c564b"}
@@ -125,10 +126,11 @@ def finish(fig: Figure, title: str, data: ReportData, colors: dict[str, Any],
     return fig
 
 
-def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120)
+def save(fig: Figure, target: Target) -> Target:
+    """Write the PNG to a path or a binary stream (`pipeline view` serves it from memory)."""
+    fig.savefig(target, format="png", dpi=120)
     plt.close(fig)
-    return path
+    return target
 
 
 # ---------------------------------------------------------------------------- figures

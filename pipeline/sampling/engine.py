@@ -45,6 +45,10 @@ Item = TypeVar("Item")
 Worker = Callable[[Item], Awaitable[Outcome]]
 
 
+class StopWorker(Exception):
+    """Raised by a worker to stop taking items (e.g. a budget reached): the rest stay pending."""
+
+
 @dataclass
 class Stream(Generic[Item]):
     """Items and the workers that share them (e.g. `concurrency` workers per lane of a model)."""
@@ -112,6 +116,8 @@ async def _work(worker: Worker[Any], items: ObjectReceiveStream[Any], outcomes: 
         async for item in items:
             try:
                 outcome = await worker(item)
+            except StopWorker:
+                return
             except EndpointError as exc:
                 if exc.message not in result.endpoint_errors:
                     result.endpoint_errors.append(exc.message)

@@ -11,9 +11,12 @@ from typing import Any
 
 import structlog
 
+from pipeline.experiment.config import ModelConfig
 from pipeline.experiment.scenarios import Conversation, Message
-from pipeline.sampling.lane import CallRecord, Lane
+from pipeline.sampling.budget import Budget, job_cost_bound
+from pipeline.sampling.lane import CallRecord, Lane, request_params
 from pipeline.sampling.plan import Job
+from pipeline.sampling.reasoning import assistant_turn
 from pipeline.store import prompts
 from pipeline.store.prompts import Prompt
 from pipeline.store.writer import Outcome, utc_now
@@ -22,25 +25,40 @@ log = structlog.get_logger()
 _openings: dict[int, tuple[Conversation, Prompt]] = {}   # id(conversation) -> its opening, hashed once
 
 
-async def execute_job(job: Job, lane: Lane, run_id: str) -> Outcome:
+async def execute_job(job: Job, lane: Lane, run_id: str, budget: Budget | None = None) -> Outcome:
+    """One job; under a budget its upper bound is reserved first and settled at its real cost."""
+    if budget is None:
+        return await _run_job(job, lane, run_id)
+    bound = job_cost_bound(job, lane.model)
+    budget.reserve(bound)
+    cost = bound   # a job that ends in an exception may have spent its calls: count them all
+    try:
+        outcome = await _run_job(job, lane, run_id)
+        cost = sum(row["cost_usd"] or 0.0 for row in outcome.rows["responses"])
+        return outcome
+    finally:
+        budget.settle(bound, cost)
+
+
+async def _run_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     conversation = job.cell.conversation
     opening = _opening(conversation)
     responses: list[dict[str, Any]] = []
     used = [opening]
-    initial = job.fixed_response()
+    initial: str | Message | None = job.fixed_response()
     if initial is None:
         outcome = await _call(lane, job, "initial", opening.messages)
-        responses.append(_response_row(job, lane, run_id, "initial", opening, outcome))
+        responses.append(response_row(job, lane.model, lane.base_url, run_id, "initial", opening, outcome))
         if not outcome.ok:
-            return _outcome(job, run_id, f"initial call: {outcome.error}", responses, used)
-        initial = outcome.text or ""
+            return job_outcome(job, run_id, f"initial call: {outcome.error}", responses, used)
+        initial = assistant_turn(outcome.text or "", outcome.reasoning, lane.model.send_reasoning_back)
     messages = conversation.closing(initial)
     closing = prompts.extend(opening, messages)
     used.append(closing)
     outcome = await _call(lane, job, "final", messages)
-    responses.append(_response_row(job, lane, run_id, "final", closing, outcome))
+    responses.append(response_row(job, lane.model, lane.base_url, run_id, "final", closing, outcome))
     error = None if outcome.ok else f"final call: {outcome.error}"
-    return _outcome(job, run_id, error, responses, used)
+    return job_outcome(job, run_id, error, responses, used)
 
 
 def _opening(conversation: Conversation) -> Prompt:
@@ -51,8 +69,17 @@ def _opening(conversation: Conversation) -> Prompt:
     return known[1]
 
 
-def _outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]],
-             used: list[Prompt]) -> Outcome:
+def request_prompts(job: Job, messages: list[Message]) -> list[Prompt]:
+    """The prompts that store `messages` (sent for `job`): its cell's opening, extended if they go on."""
+    opening = _opening(job.cell.conversation)
+    if messages[:len(opening.messages)] != opening.messages:
+        return [prompts.root(messages)]
+    return [opening] if len(messages) == len(opening.messages) else [opening, prompts.extend(opening, messages)]
+
+
+def job_outcome(job: Job, run_id: str, error: str | None, responses: list[dict[str, Any]],
+                used: list[Prompt]) -> Outcome:
+    """A job's rows: the job, its calls and the prompts they refer to (`used`)."""
     if error:
         log.warning("job failed", job_id=job.job_id, scenario=job.cell.scenario.id, branch=job.cell.branch,
                     seed=job.seed, error=error)
@@ -75,13 +102,15 @@ def _job_row(job: Job, run_id: str, error: str | None) -> dict[str, Any]:
             "finished_at": utc_now()}
 
 
-def _response_row(job: Job, lane: Lane, run_id: str, call: str, prompt: Prompt,
-                  outcome: CallRecord) -> dict[str, Any]:
-    return {"job_id": job.job_id, "run_id": run_id, "call": call, "model": lane.model.name,
-            "base_url": lane.base_url, "prompt_id": prompt.prompt_id,
-            "request_params": lane.request_params(job.seed),
+def response_row(job: Job, model: ModelConfig, base_url: str, run_id: str, call: str, prompt: Prompt,
+                 outcome: CallRecord) -> dict[str, Any]:
+    return {"job_id": job.job_id, "run_id": run_id, "call": call, "model": model.name,
+            "base_url": base_url, "prompt_id": prompt.prompt_id,
+            "request_params": request_params(model, job.seed),
             "response_text": outcome.text, "finish_reason": outcome.finish_reason,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "latency_ms": None if outcome.latency_s is None else round(outcome.latency_s * 1000, 2),
             "attempts": outcome.attempts, "http_status": outcome.status, "error": outcome.error,
-            "truncated": outcome.truncated, "created_at": utc_now()}
+            "truncated": outcome.truncated, "cached_tokens": outcome.cached_tokens, "cost_usd": outcome.cost_usd,
+            "created_at": utc_now(), "reasoning_text": outcome.reasoning.text,
+            "reasoning_field": outcome.reasoning.field, "reasoning_tokens": outcome.reasoning.tokens}

@@ -30,6 +30,7 @@ from pipeline.progress import Progress
 from pipeline.sampling.client import CallFailed, ChatClient, Completion
 from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket, WindowCounter
 from pipeline.sampling.ratelimit_headers import Window, exhausted_for, next_boundary_s, relevant
+from pipeline.sampling.reasoning import NO_REASONING, NativeReasoning
 from pipeline.sampling.retry import (
     BOUNDARY_MARGIN_S,
     Action,
@@ -58,6 +59,9 @@ class CallRecord:
     status: int | None
     error: str | None
     truncated: bool = False
+    cached_tokens: int | None = None
+    cost_usd: float | None = None      # None: the model has no price (unknown, not 0)
+    reasoning: NativeReasoning = NO_REASONING
 
     @property
     def ok(self) -> bool:
@@ -90,11 +94,7 @@ class Lane:
         self._died = anyio.Event()   # wakes every wait of the lane when the endpoint stops
 
     def request_params(self, seed: int) -> dict[str, Any]:
-        """Everything sent besides the messages (stored with each response)."""
-        params: dict[str, Any] = {"model": self.model.name, **self.model.params}
-        if self.model.send_seed:
-            params["seed"] = seed
-        return params
+        return request_params(self.model, seed)
 
     async def call(self, messages: list[Message], seed: int, headers: dict[str, str]) -> CallRecord:
         """One call with retries. Raises EndpointError when the endpoint itself is unusable."""
@@ -117,15 +117,18 @@ class Lane:
                     raise self.dead from None
                 if decision.action is Action.FAIL_JOB:
                     message = failure.message if attempts == 1 else f"{decision.reason}: {failure.message}"
-                    return CallRecord(None, None, None, None, None, attempts, failure.status, message)
+                    return CallRecord(None, None, None, None, None, attempts, failure.status, message,
+                                      cost_usd=None if self.model.price is None else 0.0)
                 if decision.pause_lane:
                     rate_limited_s += decision.delay_s
                     self._pause(decision.delay_s)
                 await self._wait_retry(decision.delay_s)
                 continue
+            cost = call_cost(self.model, result.prompt_tokens, result.cached_tokens, result.completion_tokens)
+            self.progress.count_cost(cost)
             return CallRecord(result.text, result.finish_reason, result.prompt_tokens,
                                result.completion_tokens, result.latency_s, attempts, result.status, None,
-                               result.truncated)
+                               result.truncated, result.cached_tokens, cost, reasoning=result.reasoning)
 
     def _stop(self, message: str, status: int | None) -> None:
         """The endpoint is unusable: every call of the lane, in flight or queued, stops."""
@@ -325,6 +328,20 @@ def make_lanes(model: ModelConfig, progress: Progress) -> list[Lane]:
 async def close_lanes(lanes: list[Lane]) -> None:
     for lane in lanes:
         await lane.aclose()
+
+
+def request_params(model: ModelConfig, seed: int) -> dict[str, Any]:
+    """Everything sent besides the messages (stored with each response)."""
+    params: dict[str, Any] = {"model": model.name, **model.params}
+    if model.send_seed:
+        params["seed"] = seed
+    return params
+
+
+def call_cost(model: ModelConfig, prompt: int | None, cached: int | None, completion: int | None,
+              batch: bool = False) -> float | None:
+    """$ of one answered call; None when the model has no price."""
+    return None if model.price is None else model.price.cost(prompt, cached, completion, batch)
 
 
 def estimate_tokens(messages: list[Message]) -> int:

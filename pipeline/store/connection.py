@@ -51,6 +51,10 @@ def is_disk_error(exc: BaseException) -> bool:
     return isinstance(exc, (duckdb.Error, OSError)) and bool(_DISK_ERROR.search(str(exc)))
 
 
+class DatabaseBusy(PipelineError):
+    """Another process held the database for longer than the caller was willing to wait."""
+
+
 class WaitAbandoned(PipelineError):
     """A wait for the database was given up because the user asked the command to stop."""
 
@@ -73,8 +77,8 @@ def retry_on_lock(action: Callable[[], T], *, timeout_s: float, what: str,
             waited = time.monotonic() - started
             if not is_lock_error(exc) or waited >= timeout_s:
                 if is_lock_error(exc):
-                    raise PipelineError(f"{what}: the database is locked by another process "
-                                        f"(waited {waited:.0f} s)") from None
+                    raise DatabaseBusy(f"{what}: the database is locked by another process "
+                                       f"(waited {waited:.0f} s)") from None
                 raise
             if stop_waiting.is_set() and waited >= STOP_GRACE_S:
                 raise WaitAbandoned(f"{what}: stopped while the database was locked by another process") from None

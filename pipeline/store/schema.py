@@ -22,7 +22,7 @@ from pipeline.errors import PipelineError
 
 _SQL = resources.files("pipeline.store").joinpath("sql")
 _MIGRATION_NAME = re.compile(r"(\d{3})_\w+\.sql")
-VIEW_SCRIPTS = ("views.sql", "rates_corrected.sql")  # in dependency order
+VIEW_SCRIPTS = ("views.sql", "rates_corrected.sql", "costs.sql")  # in dependency order
 
 
 def migrations() -> list[tuple[int, str]]:

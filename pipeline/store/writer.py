@@ -82,6 +82,8 @@ TABLES = {
     "judgments": TableSpec(key=("job_id", "judge", "judge_version"), replace=True),
     "human_labels": TableSpec(key=("job_id", "labeller", "labelled_at")),
     "prompts": TableSpec(key=("prompt_id",), shared=True),
+    "batches": TableSpec(key=("batch_key",), replace=True),
+    "batch_requests": TableSpec(key=("batch_key", "custom_id")),
 }
 
 
