@@ -13,7 +13,16 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 def _all() -> dict[str, str]:
     text = resources.files("pipeline.store").joinpath("sql", "queries.sql").read_text(encoding="utf-8")
     parts = _NAME.split(text)[1:]
-    return {name: body.strip().rstrip(";") for name, body in zip(parts[::2], parts[1::2])}
+    return {name: _statement(body) for name, body in zip(parts[::2], parts[1::2])}
+
+
+def _statement(body: str) -> str:
+    """A statement without the comment lines that follow it (e.g. the next section's header)
+    and without its final semicolon."""
+    lines = body.strip().splitlines()
+    while lines and lines[-1].lstrip().startswith("--"):
+        lines.pop()
+    return "\n".join(lines).strip().rstrip(";")
 
 
 def sql(name: str) -> str:
