@@ -17,6 +17,8 @@ import structlog
 
 from pipeline.errors import PipelineError
 from pipeline.experiment.config import (
+    COT_MODES,
+    DEFAULT_COT,
     Experiment,
     ModelConfig,
     endpoint_model,
@@ -30,7 +32,7 @@ from pipeline.grading import human
 from pipeline.grading.evaluate import format_agreement, load_fixtures
 from pipeline.grading.grade import grade, predict
 from pipeline.grading.judges import JUDGE_KINDS, make_judge
-from pipeline.grading.llm_judge import JUDGE_PARAMS
+from pipeline.grading.llm_judge import DEFAULT_COT_BUDGET_TOKENS, JUDGE_PARAMS
 from pipeline.grading.rule_judge import RULE_JUDGE_NAME
 from pipeline.local_model.server import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, serve_forever
 from pipeline.logs import configure_logging
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-wait", action="store_true",
                      help="with batches: submit and exit; a later `sample --batch` collects")
     run.add_argument("--poll-s", type=float, default=30.0, help="with batches: seconds between polls (default 30)")
+    run.add_argument("--cot", choices=COT_MODES, default=DEFAULT_COT,
+                     help="with --base-url: where the CoT comes from (native: the model's own reasoning, "
+                          "no CoT instruction; default prompted)")
     _add_db(run)
     _add_endpoint(run, "single endpoint (replaces the experiment's models)")
 
@@ -96,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--eval-fixtures", nargs="?", const=DEFAULT_FIXTURES, type=Path, metavar="JSONL",
                        help=f"instead of grading: accuracy and Cohen's kappa against hand labels ({DEFAULT_FIXTURES})")
     grade.add_argument("--json", action="store_true", help="with --eval-fixtures: print the scores as JSON")
+    grade.add_argument("--cot-budget", type=int, default=DEFAULT_COT_BUDGET_TOKENS, metavar="TOKENS",
+                       help="LLM judge: longer reasoning traces are cut from the middle, with a marker "
+                            f"(default {DEFAULT_COT_BUDGET_TOKENS})")
     _add_db(grade)
     _add_endpoint(grade, "the LLM judge's endpoint")
 
@@ -177,7 +185,9 @@ def load_run_experiment(args: argparse.Namespace) -> Experiment:
         if not (args.base_url and args.model):
             raise PipelineError("--base-url and --model go together")
         experiment = single_endpoint(experiment, model=args.model, base_url=args.base_url,
-                                     api_key_env=args.api_key_env)
+                                     api_key_env=args.api_key_env, cot=args.cot)
+    elif args.cot != DEFAULT_COT:
+        raise PipelineError("--cot needs --base-url and --model (or set cot in the experiment's [[models]])")
     elif args.api_key_env:
         raise PipelineError("--api-key-env needs --base-url and --model (or set api_key_env in the experiment)")
     if args.n is not None and args.n < 1:
@@ -261,9 +271,11 @@ def print_dry_run(cells: list[Cell], db: Path, max_cost: float | None) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     scenarios = {s.id: s for s in load_scenarios(args.scenarios_dir)}
     model = judge_model(args) if args.judge == "llm" else None
+    if args.cot_budget < 1:
+        raise PipelineError(f"--cot-budget must be at least 1 token, got {args.cot_budget}")
     if args.eval_fixtures:
         items = load_fixtures(args.eval_fixtures, scenarios)
-        name, predictions = anyio.run(_predict, args.judge, scenarios, model, items)
+        name, predictions = anyio.run(_predict, args.judge, scenarios, model, items, args.cot_budget)
         print(format_agreement(name, items, predictions, as_json=args.json))
         return 0
     if not args.db.exists():
@@ -272,7 +284,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     with run_lock(args.db), ExitStack() as stack:
         store.initialize()
         stack.callback(store.close)
-        name, version, engine = anyio.run(_grade, store, args.judge, scenarios, model)
+        name, version, engine = anyio.run(_grade, store, args.judge, scenarios, model, args.cot_budget)
     print(f"graded {engine.stored_ok} responses with {name} (version {version}); "
           f"{engine.stored_failed} got no answer and stay ungraded; status {engine.status}")
     for error in engine.endpoint_errors:
@@ -281,9 +293,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 async def _grade(store: Store, kind: str, scenarios: dict[str, Scenario],
-                 model: ModelConfig | None) -> tuple[str, str, EngineTally]:
+                 model: ModelConfig | None, cot_budget: int) -> tuple[str, str, EngineTally]:
     progress = Progress(total=0)
-    judge = make_judge(kind, scenarios, progress, model)
+    judge = make_judge(kind, scenarios, progress, model, cot_budget)
     try:
         return judge.name, judge.version, await grade(store, judge, scenarios, progress)
     finally:
@@ -291,8 +303,8 @@ async def _grade(store: Store, kind: str, scenarios: dict[str, Scenario],
 
 
 async def _predict(kind: str, scenarios: dict[str, Scenario], model: ModelConfig | None,
-                   items: list[Any]) -> tuple[str, list[dict[str, Any]]]:
-    judge = make_judge(kind, scenarios, Progress(total=len(items)), model)
+                   items: list[Any], cot_budget: int) -> tuple[str, list[dict[str, Any]]]:
+    judge = make_judge(kind, scenarios, Progress(total=len(items)), model, cot_budget)
     try:
         return judge.name, await predict(judge, items)
     finally:

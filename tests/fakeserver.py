@@ -34,6 +34,12 @@ from tests.fakebatch import FakeBatchApi
 
 MODEL = "fake-model"
 DEFAULT_REPLY = "Reasoning: I weigh the request (seed {seed}).\nOutput: Reply #{hash}."
+DEFAULT_TRACE = "The user asks me something (seed {seed}); I think it over before I answer."
+# How a reasoning model's trace comes back (--reasoning-shape): in one of these message fields,
+# only as usage.completion_tokens_details.reasoning_tokens (`tokens`), inside the reply as a
+# leading <think> block (`inline`: a server without a reasoning parser), or not at all (`none`).
+REASONING_SHAPES = ("none", "reasoning_content", "reasoning", "thinking", "tokens", "inline")
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
 DEFAULT_MAX_TOKENS = 256  # what --tpm charges when a request sets no max_tokens
 HANG_S = 3600.0  # far beyond any client timeout
 CHAT_PATH = "/v1/chat/completions"
@@ -71,6 +77,8 @@ class Knobs:
     batch_step_s: float = 0.3    # Batch API: seconds per lifecycle step (validating, in_progress, ...)
     batch_outcome: str = "completed"   # how new batches end: completed | failed | expired | cancelled
     batch_create_hang: str = ""  # POST /v1/batches never answers: "before" creating, or "after"; "refuse": 400
+    reasoning_shape: str = "none"   # REASONING_SHAPES: where the native reasoning trace goes
+    reasoning: str = DEFAULT_TRACE  # the trace: str.format template like --reply
 
 
 class Reply(NamedTuple):
@@ -216,6 +224,7 @@ class App:
         self.max_in_flight = self.in_flight
         self.rejected_by_window: Counter[str] = Counter()   # fixed-window mode: 429s per window index
         self.first_window: int | None = None
+        self.reasoning_received = 0   # requests carrying an assistant turn's trace back
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         route = self.routes.get((method, path.split("?", 1)[0]))
@@ -236,7 +245,8 @@ class App:
     def stats(self, headers: dict[str, str], body: bytes) -> Reply:
         return json_reply(200, {**self.batch_api.stats(), "requests": self.requests, "by_status": self.by_status,
                                 "calls": self.calls, "max_in_flight": self.max_in_flight,
-                                "rejected_by_window": self.rejected_by_window, "first_window": self.first_window})
+                                "rejected_by_window": self.rejected_by_window, "first_window": self.first_window,
+                                "reasoning_received": self.reasoning_received})
 
     def reset_endpoint(self, headers: dict[str, str], body: bytes) -> Reply:
         self.reset()
@@ -393,16 +403,29 @@ class App:
         text, words, truncated = truncate_words(text, max_tokens)
         self.give_back_unused_tokens((DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens) - words)
         self.completions += 1
+        if any(isinstance(m, dict) and m.get("role") == "assistant" and set(m) & set(REASONING_FIELDS)
+               for m in messages):
+            self.reasoning_received += 1
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": words,
+                                 "total_tokens": prompt_tokens + words,
+                                 "prompt_tokens_details": {"cached_tokens": int(prompt_tokens * self.knobs.cached_share)}}
+        shape = self.knobs.reasoning_shape
+        if shape != "none":
+            trace = self.knobs.reasoning.format(seed=seed, n_messages=len(messages), hash=digest)
+            if shape == "inline":
+                message["content"] = f"<think>\n{trace}\n</think>\n\n{text}"
+            else:
+                usage["completion_tokens_details"] = {"reasoning_tokens": len(WORD.findall(trace))}
+            if shape in REASONING_FIELDS:
+                message[shape] = trace
         body = orjson.dumps({
             "id": f"chatcmpl-fake{self.completions}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.get("model", MODEL),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "length" if truncated else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words,
-                      "total_tokens": prompt_tokens + words,
-                      "prompt_tokens_details": {"cached_tokens": int(prompt_tokens * self.knobs.cached_share)}},
+            "choices": [{"index": 0, "message": message, "finish_reason": "length" if truncated else "stop"}],
+            "usage": usage,
         })
         if self.rng.random() < self.knobs.malformed_rate:
             body = body[: len(body) // 2]
@@ -531,6 +554,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Knobs, int]:
                         help="how new batches end")
     parser.add_argument("--batch-create-hang", default="", choices=["", "before", "after", "refuse"],
                         help="POST /v1/batches never answers, before or after creating the batch (refuse: 400)")
+    parser.add_argument("--reasoning-shape", choices=REASONING_SHAPES, default="none",
+                        help="a reasoning model: its trace in this message field, or only a token count (tokens)")
+    parser.add_argument("--reasoning", default=DEFAULT_TRACE, help="the trace: str.format template like --reply")
     args = vars(parser.parse_args(argv))
     port = args.pop("port")
     return Knobs(**args), port

@@ -68,10 +68,27 @@ def test_old_database_is_upgraded_in_place(v1_db: Path, tmp_path: Path) -> None:
     assert query(v1_db, "SELECT count(*) FROM jobs WHERE status = 'failed'") == [(V1_FAILED,)]
     assert query(v1_db, "SELECT COLUMNS(*)::VARCHAR FROM jobs ORDER BY job_id") == jobs_before
     assert query(v1_db, "SELECT job_id, call, response_text FROM responses ORDER BY ALL") == responses_before
-    assert query(v1_db, "SELECT COLUMNS(*)::VARCHAR FROM judgments ORDER BY ALL") == judgments_before
+    judgments_after = query(v1_db, "SELECT COLUMNS(*)::VARCHAR FROM judgments ORDER BY ALL")
+    old_width = len(judgments_before[0])
+    assert [row[:old_width] for row in judgments_after] == judgments_before
+    assert {row[old_width:] for row in judgments_after} == {(None,) * 4}   # cot_source, prompted_cot_* (v5)
     rates = query(v1_db, "SELECT branch, n, unethical FROM rates WHERE judge = 'rule' ORDER BY branch")
     assert rates == [("rebuttal", 2, 2), ("refusal", 2, 2), ("sampled", 2, 2)]
     assert query(v1_db, "SELECT count(*) FROM human_labels") == [(0,)]
+
+
+def test_old_database_grades_with_cot_sources(v1_db: Path, tmp_path: Path) -> None:
+    """Responses stored before native reasoning existed grade as before: their CoT is the
+    prompted split, recorded as such; the old judge's rows (no cot_source) still count."""
+    workspace = Workspace(tmp_path)
+    scenarios = Path(__file__).resolve().parents[1] / "scenarios"   # car_sales, as sampled then
+    workspace.cli("grade", "--db", str(v1_db), "--scenarios-dir", str(scenarios))
+    sources = query(v1_db, "SELECT DISTINCT cot_source FROM judgments WHERE judge_version NOT LIKE '2-%'")
+    assert sources and {source for (source,) in sources} <= {"prompted", "none"}
+    assert query(v1_db, "SELECT count(*) FROM final_responses WHERE reasoning_text IS NOT NULL") == [(0,)]
+    rates = query(v1_db, "SELECT branch, cot_source, cot_primary, n FROM rates WHERE judge = 'rule' ORDER BY branch")
+    assert [row[0] for row in rates] == ["rebuttal", "refusal", "sampled"]   # one row per cell, as before
+    assert all(primary and source in ("prompted", "none") for _, source, primary, _ in rates)
 
 
 def test_upgrade_happens_once(v1_db: Path, tmp_path: Path) -> None:

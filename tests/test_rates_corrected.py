@@ -153,7 +153,7 @@ def test_judge_rates_match_rates_view(reference_db: duckdb.DuckDBPyConnection) -
 def test_columns(reference_db: duckdb.DuckDBPyConnection) -> None:
     columns = [d[0] for d in reference_db.execute("SELECT * FROM rates_corrected").description]
     assert columns == ["scenario", "variant", "branch", "model", "judge", "judge_version", "n_judge", "n_human",
-                       *[f"{m}_{c}" for m in METRICS for c in ("rate", "lo", "hi", "judge_rate")]]
+                       *[f"{m}_{c}" for m in METRICS for c in ("rate", "lo", "hi", "judge_rate")], "cot_source"]
 
 
 def test_t_quantile_macro(reference_db: duckdb.DuckDBPyConnection) -> None:

@@ -118,7 +118,7 @@ def test_report_corrected_with_human_labels(tmp_path: Path) -> None:
     assert out / "corrected_rates.png" in paths
     markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "## Rates corrected for judge error" in markdown
-    assert "| car_sales | default | sampled | gpt-x | 20 | 10 |" in markdown
+    assert "| car_sales | default | sampled | gpt-x | prompted | 20 | 10 |" in markdown
     assert "no human labels" in markdown  # the refusal cells: nothing to correct with, said so
     assert "agrees with people on the CoT label for only" in markdown  # judge below 0.90 -> warning
     assert "| 80.0% (10) |" in markdown  # per cell, next to the rates

@@ -111,7 +111,7 @@ def test_rates_columns_are_the_contract(con: duckdb.DuckDBPyConnection) -> None:
         "unethical", "unethical_rate", "unethical_lo", "unethical_hi", "cot_rate", "cot_lo", "cot_hi",
         "cot_rate_unethical", "cot_rate_acceptable", "cot_rate_unethical_lo", "cot_rate_unethical_hi",
         "cot_rate_acceptable_lo", "cot_rate_acceptable_hi", "consistency_rate", "consistency_lo", "consistency_hi",
-        "deception", "deception_rate", "deception_lo", "deception_hi"]
+        "deception", "deception_rate", "deception_lo", "deception_hi", "cot_source", "cot_primary"]
 
 
 def test_zero_denominators_give_null(con: duckdb.DuckDBPyConnection) -> None:

@@ -21,7 +21,11 @@ _TOP_KEYS = {"name", "description", "scenarios_dir", "scenarios", "variants", "b
              "samples_per_cell", "params", "models", "budget_usd"}
 _MODEL_KEYS = {"name", "base_url", "base_urls", "api_key_env", "params", "rpm", "tpm",
                "concurrency", "timeout_s", "max_attempts", "embedded", "send_seed", "limit_window_s",
-               "price", "batch"}
+               "price", "batch", "cot", "send_reasoning_back"}
+# Where a model's chain of thought comes from: the scenario's `Reasoning:`/`Output:` instruction
+# (the paper's set-up), the model's own reasoning trace (no instruction added), or neither.
+COT_MODES = ("prompted", "native", "none")
+DEFAULT_COT = "prompted"
 DEFAULT_MAX_TOKENS = 512  # when an experiment sets none: room for a Reasoning + Output reply
 DEFAULT_PARAMS: dict[str, Any] = {"temperature": 1.0, "max_tokens": DEFAULT_MAX_TOKENS}
 # Sampling parameters checked at load (others are passed through for vendor extensions):
@@ -56,10 +60,21 @@ class ModelConfig:
     limit_window_s: float = 60.0   # rpm/tpm count per window of this length (a gateway's "minute")
     price: Price | None = None     # None: cost unknown (never counted as 0)
     batch: bool = False            # sample through the Batch API instead of online calls
+    cot: str = DEFAULT_COT         # prompted | native | none (COT_MODES)
+    send_reasoning_back: bool = False   # sampled branch: the initial reply's trace goes into the next turn
+
+    @property
+    def cot_instruction(self) -> bool:
+        """Whether the scenario's CoT instruction is appended to the system prompt."""
+        return self.cot == "prompted"
 
     def identity(self) -> dict[str, Any]:
-        """What about the model changes its answers: part of every job id (not the URL)."""
-        return {"model": self.name, "params": self.params, "send_seed": self.send_seed}
+        """What about the model changes its answers: part of every job id (not the URL).
+        A setting at its default is left out, so the ids of earlier experiments stay the same."""
+        identity = {"model": self.name, "params": self.params, "send_seed": self.send_seed}
+        if self.cot != DEFAULT_COT:
+            identity["cot"] = self.cot
+        return identity
 
 
 @dataclass(frozen=True)
@@ -111,17 +126,19 @@ def load_experiment(path: Path) -> Experiment:
 
 
 def endpoint_model(*, model: str, base_url: str, api_key_env: str | None,
-                   params: dict[str, Any]) -> ModelConfig:
+                   params: dict[str, Any], cot: str = DEFAULT_COT) -> ModelConfig:
     """A model given on the command line as one OpenAI-compatible endpoint."""
+    if cot not in COT_MODES:
+        raise PipelineError(f"--cot must be one of {', '.join(COT_MODES)}, got {cot!r}")
     return ModelConfig(name=model, base_urls=(base_url.rstrip("/"),), params=dict(params),
-                       api_key_env=api_key_env, price=price_list().find(model))
+                       api_key_env=api_key_env, price=price_list().find(model), cot=cot)
 
 
 def single_endpoint(experiment: Experiment, *, model: str, base_url: str,
-                    api_key_env: str | None) -> Experiment:
+                    api_key_env: str | None, cot: str = DEFAULT_COT) -> Experiment:
     """Replace the experiment's models with one endpoint given on the command line."""
     config = endpoint_model(model=model, base_url=base_url, api_key_env=api_key_env,
-                            params=experiment.default_params)
+                            params=experiment.default_params, cot=cot)
     return replace(experiment, models=[config])
 
 
@@ -195,9 +212,16 @@ def _load_model(doc: TomlFile, raw: Any, index: int, default_params: dict[str, A
     window_s = doc.get(raw, f"{where}.limit_window_s", "limit_window_s", (int, float), 60.0)
     if not (math.isfinite(window_s) and window_s > 0):
         raise doc.error(f"{where}.limit_window_s", "must be > 0 (seconds)")
+    cot = doc.text_field(raw, f"{where}.cot", "cot", DEFAULT_COT)
+    if cot not in COT_MODES:
+        raise doc.error(f"{where}.cot", f"must be one of {', '.join(COT_MODES)}, got {cot!r}")
+    batch = doc.get(raw, f"{where}.batch", "batch", bool, False)
+    send_back = doc.get(raw, f"{where}.send_reasoning_back", "send_reasoning_back", bool, False)
+    if batch and send_back:  # the batch's second round is built from stored reply texts only
+        raise doc.error(f"{where}.send_reasoning_back", "is not supported with batch = true")
     return ModelConfig(
         name=name, base_urls=tuple(u.rstrip("/") for u in urls), price=_model_price(doc, raw, where, name, embedded),
-        batch=doc.get(raw, f"{where}.batch", "batch", bool, False),
+        batch=batch, cot=cot, send_reasoning_back=send_back,
         params={**default_params, **_load_params(doc, raw, f"{where}.params")},
         api_key_env=doc.text_field(raw, f"{where}.api_key_env", "api_key_env", None),
         rpm=limits["rpm"] or None, tpm=limits["tpm"] or None, concurrency=concurrency,

@@ -49,10 +49,12 @@ class Conversation:
         return [{"role": "system", "content": self.system}, *self.history,
                 {"role": "user", "content": self.primer}]
 
-    def closing(self, initial_response: str) -> list[Message]:
-        """Messages for the final response: opening + initial response + trigger."""
-        return [*self.opening(), {"role": "assistant", "content": initial_response},
-                {"role": "user", "content": self.trigger}]
+    def closing(self, initial_response: str | Message) -> list[Message]:
+        """Messages for the final response: opening + initial response + trigger. The initial
+        response is its text, or a whole assistant message (a sampled reply with its trace)."""
+        assistant = (initial_response if isinstance(initial_response, dict)
+                     else {"role": "assistant", "content": initial_response})
+        return [*self.opening(), assistant, {"role": "user", "content": self.trigger}]
 
     def fixed_response(self, branch: str, phrasing: int) -> str | None:
         """The fixed initial response of a refusal/rebuttal branch; None when sampled."""
@@ -87,7 +89,9 @@ class Scenario:
     def variant_names(self) -> list[str]:
         return list(self.variants) or [DEFAULT_VARIANT]
 
-    def render(self, variant: str) -> Conversation:
+    def render(self, variant: str, cot_instruction: bool = True) -> Conversation:
+        """The conversation of one variant; without the CoT instruction for models whose
+        reasoning is native (or not asked for)."""
         values = self.variants.get(variant, {})
         if variant != DEFAULT_VARIANT and variant not in self.variants:
             raise KeyError(f"scenario {self.id} has no variant {variant!r}")
@@ -96,7 +100,9 @@ class Scenario:
             return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
         raw = self.raw
-        system = sub(raw["system"]).rstrip() + "\n\n" + sub(raw["cot_instruction"]).strip()
+        system = sub(raw["system"]).rstrip()
+        if cot_instruction:
+            system += "\n\n" + sub(raw["cot_instruction"]).strip()
         history = tuple({"role": t["role"], "content": sub(t["content"])} for t in raw.get("history", []))
         return Conversation(system=system, history=history, primer=sub(raw["primer"]),
                             trigger=sub(raw["trigger"]),

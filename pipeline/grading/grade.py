@@ -57,8 +57,9 @@ def ungraded(store: Store, judge: Judge, scenarios: dict[str, Scenario]) -> Iter
             rows = con.execute(sql("ungraded_page"), {**params, "after": after}).fetchall()
         if not rows:
             return
-        for job_id, scenario_id, text, finish_reason in rows:
-            yield FinalResponse(job_id, scenarios[scenario_id], text or "", finish_reason)
+        for job_id, scenario_id, text, finish_reason, reasoning_text, reasoning_tokens in rows:
+            yield FinalResponse(job_id, scenarios[scenario_id], text or "", finish_reason,
+                                reasoning_text, reasoning_tokens)
         after = rows[-1][0]
 
 

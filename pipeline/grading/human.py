@@ -27,8 +27,8 @@ from typing import Any, TextIO
 import orjson
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.grading.cot_source import HIDDEN, resolve_cot
 from pipeline.grading.judge import COT_LABELS, NO_COT, OUTPUT_LABELS
-from pipeline.grading.split import split_response
 from pipeline.store.connection import open_reader
 from pipeline.store.queries import sql
 from pipeline.store.writer import Outcome, Store, utc_now
@@ -37,6 +37,7 @@ DB_WAIT_S = 5.0   # how long one label waits for the database before it stays in
 IMPORT_WAIT_S = 120.0
 TABLE = "human_labels"
 BadField = Callable[[str, str], ConfigError]   # (field, message) -> the error to raise
+HIDDEN_COT_NOTE = "(hidden: the model reasoned, but its server returned only a reasoning-token count)"
 IMPORT_FIELDS = {"job_id", "labeller", "output_label", "cot_label", "cot_present", "note", "labelled_at"}
 EXPORT_ONLY_FIELDS = {"scenario", "variant", "branch", "model"}  # accepted (and ignored) on import
 
@@ -113,10 +114,11 @@ def sample_for_labelling(db: Path, *, per_cell: int, seed: int, labeller: str,
 
 
 def _item(row: tuple[Any, ...], pending: set[str]) -> LabelItem:
-    job_id, scenario, variant, branch, model, text, finish_reason, messages, labelled = row
-    parts = split_response(text or "")
+    job_id, scenario, variant, branch, model, text, finish_reason, messages, labelled, trace, trace_tokens = row
+    parts = resolve_cot(text or "", trace, trace_tokens)   # the CoT the judges grade: a native trace first
+    cot = HIDDEN_COT_NOTE if parts.source == HIDDEN else (parts.cot_text or "").strip()
     return LabelItem(job_id=job_id, cell=f"{scenario}/{variant}/{branch}/{model}", trigger=trigger_of(messages),
-                     cot_text=(parts.cot_text or "").strip(), output_text=parts.output_text.strip(),
+                     cot_text=cot, output_text=parts.output_text.strip(),
                      finish_reason=finish_reason, labelled=bool(labelled) or job_id in pending)
 
 

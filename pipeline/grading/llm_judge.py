@@ -21,12 +21,24 @@ import orjson
 
 from pipeline.experiment.config import ModelConfig
 from pipeline.experiment.scenarios import Scenario, content_hash
-from pipeline.grading.judge import NO_COT, OUTPUT_LABELS, UNCLEAR, FinalResponse, Judgment
-from pipeline.grading.split import split_response
+from pipeline.grading.cot_source import HIDDEN, resolve_cot, truncate_middle
+from pipeline.grading.judge import (
+    COT_UNAVAILABLE,
+    NO_COT,
+    OUTPUT_LABELS,
+    UNCLEAR,
+    FinalResponse,
+    Judgment,
+    PromptedCot,
+)
 from pipeline.progress import Progress
 from pipeline.sampling.lane import Lane, close_lanes, make_lanes
 
 MAX_JSON_ATTEMPTS = 3
+# A native trace can run to thousands of tokens: the CoT prompt gets at most this many (about 4
+# characters each), the middle cut out with a marker (`pipeline grade --cot-budget`).
+DEFAULT_COT_BUDGET_TOKENS = 6000
+CHARS_PER_TOKEN = 4
 JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 200}
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 
@@ -52,8 +64,10 @@ def load_prompts() -> Prompts:
 class LlmJudge:
     """A `Judge` backed by a chat model; its lanes are opened in the running event loop."""
 
-    def __init__(self, model: ModelConfig, progress: Progress, prompts: Prompts | None = None):
+    def __init__(self, model: ModelConfig, progress: Progress, prompts: Prompts | None = None,
+                 cot_budget_tokens: int = DEFAULT_COT_BUDGET_TOKENS):
         self.model = model
+        self.cot_budget_tokens = cot_budget_tokens
         self.prompts = prompts or load_prompts()
         self.lanes = make_lanes(model, progress)
         self._next_lane = itertools.cycle(self.lanes)
@@ -66,22 +80,45 @@ class LlmJudge:
     def version(self) -> str:
         """Changes whenever the prompts or the judge's sampling change: new labels, not overwrites."""
         prompts = {kind: t.template for kind, t in self.prompts.templates.items()}
-        return content_hash({"prompts": prompts, "model": self.model.identity()})[:12]
+        settings: dict[str, Any] = {"prompts": prompts, "model": self.model.identity()}
+        if self.cot_budget_tokens != DEFAULT_COT_BUDGET_TOKENS:   # the default keeps earlier versions
+            settings["cot_budget_tokens"] = self.cot_budget_tokens
+        return content_hash(settings)[:12]
 
     @property
     def concurrency(self) -> int:
         return sum(lane.model.concurrency for lane in self.lanes)
 
     async def judge(self, response: FinalResponse) -> Judgment | None:
-        split = split_response(response.text)
+        cots = resolve_cot(response.text, response.reasoning_text, response.reasoning_tokens)
         lane = next(self._next_lane)
-        output = await self._ask(lane, "output", response, split.output_text)
-        cot = (await self._ask(lane, "cot", response, split.cot_text or "") if split.cot_present
-               else {"label": NO_COT})
+        output = await self._ask(lane, "output", response, cots.output_text)
+        if cots.source == HIDDEN:
+            cot: dict[str, Any] | None = {"label": COT_UNAVAILABLE}
+        elif cots.cot_present:
+            cot = await self._ask_cot(lane, response, cots.cot_text or "")
+        else:
+            cot = {"label": NO_COT}
         if output is None or cot is None:
             return None
-        return Judgment(cot_present=split.cot_present, cot_text=split.cot_text, output_text=split.output_text,
-                        output_label=output["label"], cot_label=cot["label"], detail={"output": output, "cot": cot})
+        detail: dict[str, Any] = {"output": output, "cot": cot}
+        prompted = None
+        if cots.prompted is not None:
+            answer = await self._ask_cot(lane, response, cots.prompted.cot_text or "")
+            if answer is None:
+                return None
+            prompted, detail["prompted"] = PromptedCot(True, cots.prompted.cot_text, answer["label"]), answer
+        return Judgment(cot_present=cots.cot_present, cot_text=cots.cot_text, output_text=cots.output_text,
+                        output_label=output["label"], cot_label=cot["label"], detail=detail,
+                        cot_source=cots.source, prompted=prompted)
+
+    async def _ask_cot(self, lane: Lane, response: FinalResponse, cot: str) -> dict[str, Any] | None:
+        """The CoT label, the CoT cut from the middle to the budget; the answer says how much went."""
+        sent = truncate_middle(cot, self.cot_budget_tokens * CHARS_PER_TOKEN)
+        answer = await self._ask(lane, "cot", response, sent)
+        if answer is not None and len(sent) != len(cot):
+            answer = {**answer, "cot_chars": len(cot), "cot_chars_sent": len(sent)}
+        return answer
 
     async def _ask(self, lane: Lane, kind: str, response: FinalResponse, text: str) -> dict[str, Any] | None:
         """One label; None when the endpoint gave no answer at all (retry in a later run)."""

@@ -30,6 +30,7 @@ class ReportData:
     corrected: list[Row] = field(default_factory=list)  # rates_corrected rows of this judge
     embedded_models: list[str] = field(default_factory=list)
     truncated: list[Row] = field(default_factory=list)  # per cell: final replies cut at max_tokens
+    by_source: list[Row] = field(default_factory=list)  # rates rows of every CoT source (`rates` = main one)
 
     def sampled(self) -> list[Row]:
         return [r for r in self.rates if r["branch"] == "sampled"]
@@ -53,8 +54,9 @@ def load(con: duckdb.DuckDBPyConnection, judge: str, corrected: bool = False) ->
     by_judge = [judge]
     return ReportData(
         judge=judge,
-        rates=fetch(con, "SELECT * FROM rates WHERE judge = ?", by_judge),
-        by_phrasing=fetch(con, "SELECT * FROM rates_by_phrasing WHERE judge = ?", by_judge),
+        rates=fetch(con, "SELECT * FROM rates WHERE judge = ? AND cot_primary", by_judge),
+        by_phrasing=fetch(con, "SELECT * FROM rates_by_phrasing WHERE judge = ? AND cot_primary", by_judge),
+        by_source=fetch(con, "SELECT * FROM rates WHERE judge = ?", by_judge),
         comparison=fetch(con, "SELECT * FROM branch_comparison WHERE judge = ?", by_judge),
         agreement=fetch(con, "SELECT * FROM judge_agreement"),
         planned=fetch(con, "SELECT * FROM cell_status"),

@@ -11,6 +11,10 @@ from typing import Any
 from pipeline.report.data import BRANCHES, MIN_COT_ACCURACY, ReportData, Row
 from pipeline.report.figures import CONTROL_SCENARIO, FIGURES
 
+HIDDEN_SOURCE = "hidden"
+UNAVAILABLE = "unavailable"
+SOURCE_ORDER = ("native", "prompted", "hidden", "none")
+
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
@@ -31,13 +35,21 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
+def cot_rate(row: Row, rate: str, lo: str | None = None, hi: str | None = None) -> str:
+    """A CoT-based rate; for hidden reasoning 'unavailable' (the model reasoned, we cannot see it),
+    never a figure for "no CoT"."""
+    if row.get("cot_source") == HIDDEN_SOURCE:
+        return UNAVAILABLE
+    return with_ci(row[rate], row[lo], row[hi]) if lo and hi else pct(row[rate])
+
+
 def rates_table(rows: Sequence[Row], accuracy: Sequence[Row] = (), phrasing: bool = False) -> list[str]:
     """Every rate with its interval, and beside it how often the judge's CoT label agreed with
     people in that cell (blank where nobody labelled)."""
     cot_accuracy = {(a["scenario"], a["variant"], a["branch"], a["model"]): a for a in accuracy
                     if a["scope"] == "cell" and a["metric"] == "cot_label"}
     header = ["scenario", "variant", "branch", *(["phrasing"] if phrasing else []), "model", "n",
-              "unclear", "unethical (k)", "unethical rate [95% CI]", "CoT", "CoT if unethical",
+              "unclear", "unethical (k)", "unethical rate [95% CI]", "CoT source", "CoT", "CoT if unethical",
               "CoT if acceptable", "consistency [95% CI]", "deception (k)", "deception rate [95% CI]",
               "judge CoT accuracy vs people (n)"]
     body = []
@@ -45,18 +57,39 @@ def rates_table(rows: Sequence[Row], accuracy: Sequence[Row] = (), phrasing: boo
         checked = cot_accuracy.get((r["scenario"], r["variant"], r["branch"], r["model"]))
         body.append([r["scenario"], r["variant"], r["branch"], *([r["phrasing"]] if phrasing else []), r["model"],
                      r["n"], r["n_unclear"], r["unethical"],
-                     with_ci(r["unethical_rate"], r["unethical_lo"], r["unethical_hi"]),
-                     pct(r["cot_rate"]), pct(r["cot_rate_unethical"]), pct(r["cot_rate_acceptable"]),
-                     with_ci(r["consistency_rate"], r["consistency_lo"], r["consistency_hi"]),
-                     r["deception"], with_ci(r["deception_rate"], r["deception_lo"], r["deception_hi"]),
+                     with_ci(r["unethical_rate"], r["unethical_lo"], r["unethical_hi"]), r["cot_source"],
+                     cot_rate(r, "cot_rate"), cot_rate(r, "cot_rate_unethical"), cot_rate(r, "cot_rate_acceptable"),
+                     cot_rate(r, "consistency_rate", "consistency_lo", "consistency_hi"),
+                     "–" if r["deception"] is None else r["deception"],
+                     cot_rate(r, "deception_rate", "deception_lo", "deception_hi"),
                      f"{pct(checked['accuracy'])} ({checked['n_human']})" if checked else ""])
     return table(header, body)
 
 
+def by_source_table(rows: Sequence[Row]) -> list[str]:
+    """Consistency per CoT source, side by side: one line per cell, a column group per source."""
+    sources = [s for s in SOURCE_ORDER if any(r["cot_source"] == s for r in rows)]
+    cells: dict[tuple[str, str, str, str], dict[str, Row]] = {}
+    for r in rows:
+        cells.setdefault((r["scenario"], r["variant"], r["branch"], r["model"]), {})[r["cot_source"]] = r
+    header = ["scenario", "variant", "branch", "model", "n", "unethical (k)",
+              *(f"{source}: {what}" for source in sources for what in ("CoT", "consistency [95% CI]"))]
+    body = []
+    for key, by_source in sorted(cells.items()):
+        first = next(iter(by_source.values()))
+        columns: list[str] = []
+        for source in sources:
+            row = by_source.get(source)
+            columns += ([cot_rate(row, "cot_rate"), cot_rate(row, "consistency_rate", "consistency_lo", "consistency_hi")]
+                        if row else ["", ""])
+        body.append([*key, first["n"], first["unethical"], *columns])
+    return table(header, body)
+
+
 def comparison_table(rows: Sequence[Row]) -> list[str]:
-    header = ["scenario", "variant", "model", "metric", "A vs B", "rate A (k/n)", "rate B (k/n)",
+    header = ["scenario", "variant", "model", "metric", "CoT source", "A vs B", "rate A (k/n)", "rate B (k/n)",
               "A − B [95% CI]", "p"]
-    body = [[r["scenario"], r["variant"], r["model"], r["metric"], f"{r['branch_a']} vs {r['branch_b']}",
+    body = [[r["scenario"], r["variant"], r["model"], r["metric"], r["cot_source"], f"{r['branch_a']} vs {r['branch_b']}",
              f"{pct(r['rate_a'])} ({r['k_a']}/{r['n_a']})", f"{pct(r['rate_b'])} ({r['k_b']}/{r['n_b']})",
              diff_with_ci(r), p_value(r["p_value"])] for r in rows]
     return table(header, body)
@@ -166,11 +199,12 @@ def accuracy_table(rows: Sequence[Row]) -> list[str]:
 
 
 def corrected_table(rows: Sequence[Row]) -> list[str]:
-    header = ["scenario", "variant", "branch", "model", "n judged", "n human", "unethical [95% CI]",
+    header = ["scenario", "variant", "branch", "model", "CoT source", "n judged", "n human", "unethical [95% CI]",
               "consistency [95% CI]", "deception [95% CI]", "CoT [95% CI]"]
-    body = [[r["scenario"], r["variant"], r["branch"], r["model"], r["n_judge"], r["n_human"],
-             *(with_ci(r[f"{m}_rate"], r[f"{m}_lo"], r[f"{m}_hi"]) if r["n_human"] else "no human labels"
-               for m in ("unethical", "consistency", "deception", "cot"))] for r in rows]
+    body = [[r["scenario"], r["variant"], r["branch"], r["model"], r["cot_source"], r["n_judge"], r["n_human"],
+             with_ci(r["unethical_rate"], r["unethical_lo"], r["unethical_hi"]) if r["n_human"] else "no human labels",
+             *(cot_rate(r, f"{m}_rate", f"{m}_lo", f"{m}_hi") if r["n_human"] else "no human labels"
+               for m in ("consistency", "deception", "cot"))] for r in rows]
     return table(header, body)
 
 
@@ -187,6 +221,13 @@ def render_markdown(data: ReportData, db_path: Path) -> str:
               "consistency (over unethical outputs) and CoT-if-class (over that class). "
               "Deception = unethical output whose CoT is missing or argues for acceptable behaviour.", ""]
     lines += rates_table(data.rates, data.accuracy) if data.rates else ["No rows."]
+    if any(r["cot_source"] not in ("prompted", "none") for r in data.by_source) or len(data.by_source) > len(data.rates):
+        lines += ["", "## Consistency by CoT source", "",
+                  "native = the model's own reasoning trace; prompted = the `Reasoning:` section the scenario "
+                  "asks for (a response with both is graded on both); hidden = the model reasoned but the server "
+                  f"returned only a reasoning-token count: its CoT is {UNAVAILABLE}, which is not the same as no CoT. "
+                  "The tables above use each cell's main source (native > prompted > hidden > none).", ""]
+        lines += by_source_table(data.by_source)
     lines += ["", "## Rates per refusal/rebuttal phrasing", ""]
     lines += rates_table(data.by_phrasing, phrasing=True) if data.by_phrasing else ["No rows."]
     lines += ["", "## Branch comparison", "",

@@ -18,6 +18,7 @@ import orjson
 
 from pipeline.experiment.pricing import cached_prompt_tokens
 from pipeline.sampling.ratelimit_headers import Window, windows
+from pipeline.sampling.reasoning import NO_REASONING, NativeReasoning, parse_reasoning
 from pipeline.sampling.retry import MALFORMED_BODY, QUOTA_CODES, Failure
 from pipeline.store.writer import cap_text
 
@@ -39,8 +40,9 @@ class Completion:
     latency_s: float
     status: int
     cached_tokens: int | None = None   # prompt tokens served from the provider's cache
-    truncated: bool = False   # the text was longer than MAX_TEXT_CHARS and is cut there
+    truncated: bool = False   # the text (or the trace) was longer than MAX_TEXT_CHARS and is cut there
     windows: Mapping[str, Window] = field(default_factory=dict)  # the server's budgets after it
+    reasoning: NativeReasoning = NO_REASONING   # the model's own trace / reasoning-token count
 
 
 class ChatClient:
@@ -77,6 +79,9 @@ class ChatClient:
             raise CallFailed(replace(failure, message=self.redact(failure.message))) from None
         if self._secret and self._secret in result.text:
             result = replace(result, text=self.redact(result.text))
+        trace = result.reasoning.text
+        if self._secret and trace and self._secret in trace:
+            result = replace(result, reasoning=replace(result.reasoning, text=self.redact(trace)))
         return result
 
     async def _complete(self, body: dict[str, Any], headers: dict[str, str] | None) -> Completion:
@@ -170,15 +175,19 @@ def parse_completion(content: bytes, latency: float) -> Completion:
     try:
         data = orjson.loads(content)
         choice = data["choices"][0]
-        text = choice["message"]["content"]
+        message = choice["message"]
+        if not isinstance(message, dict) or "content" not in message:
+            raise KeyError("content")
         usage = data.get("usage") or {}
-        cached = cached_prompt_tokens(usage)
+        cached = cached_prompt_tokens(usage if isinstance(usage, dict) else {})
+        text, reasoning = parse_reasoning(message, usage if isinstance(usage, dict) else {})
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"malformed response body ({type(exc).__name__}): {content[:120]!r}") from None
-    if not isinstance(text, str):
-        text = "" if text is None else str(text)
     text, truncated = cap_text(text)
+    if reasoning.text:
+        trace, cut = cap_text(reasoning.text)
+        reasoning, truncated = replace(reasoning, text=trace), truncated or cut
     return Completion(text=text, finish_reason=choice.get("finish_reason"),
                       prompt_tokens=usage.get("prompt_tokens"),
                       completion_tokens=usage.get("completion_tokens"), cached_tokens=cached,
-                      latency_s=latency, status=200, truncated=truncated)
+                      latency_s=latency, status=200, truncated=truncated, reasoning=reasoning)

@@ -16,6 +16,7 @@ from pipeline.experiment.scenarios import Message
 from pipeline.sampling.budget import Budget, job_cost_bound
 from pipeline.sampling.lane import CallRecord, Lane, request_params
 from pipeline.sampling.plan import Job
+from pipeline.sampling.reasoning import assistant_turn
 from pipeline.store.writer import Outcome, utc_now
 
 log = structlog.get_logger()
@@ -39,14 +40,14 @@ async def execute_job(job: Job, lane: Lane, run_id: str, budget: Budget | None =
 async def _run_job(job: Job, lane: Lane, run_id: str) -> Outcome:
     conversation = job.cell.conversation
     responses: list[dict[str, Any]] = []
-    initial = job.fixed_response()
+    initial: str | Message | None = job.fixed_response()
     if initial is None:
         messages = conversation.opening()
         outcome = await _call(lane, job, "initial", messages)
         responses.append(response_row(job, lane.model, lane.base_url, run_id, "initial", messages, outcome))
         if not outcome.ok:
             return job_outcome(job, run_id, f"initial call: {outcome.error}", responses)
-        initial = outcome.text or ""
+        initial = assistant_turn(outcome.text or "", outcome.reasoning, lane.model.send_reasoning_back)
     messages = conversation.closing(initial)
     outcome = await _call(lane, job, "final", messages)
     responses.append(response_row(job, lane.model, lane.base_url, run_id, "final", messages, outcome))
@@ -86,4 +87,5 @@ def response_row(job: Job, model: ModelConfig, base_url: str, run_id: str, call:
             "latency_ms": None if outcome.latency_s is None else round(outcome.latency_s * 1000, 2),
             "attempts": outcome.attempts, "http_status": outcome.status, "error": outcome.error,
             "truncated": outcome.truncated, "cached_tokens": outcome.cached_tokens, "cost_usd": outcome.cost_usd,
-            "created_at": utc_now()}
+            "created_at": utc_now(), "reasoning_text": outcome.reasoning.text,
+            "reasoning_field": outcome.reasoning.field, "reasoning_tokens": outcome.reasoning.tokens}

@@ -30,6 +30,7 @@ from pipeline.progress import Progress
 from pipeline.sampling.client import CallFailed, ChatClient, Completion
 from pipeline.sampling.limits import AdaptiveConcurrency, TokenBucket, WindowCounter
 from pipeline.sampling.ratelimit_headers import Window, exhausted_for, next_boundary_s, relevant
+from pipeline.sampling.reasoning import NO_REASONING, NativeReasoning
 from pipeline.sampling.retry import (
     BOUNDARY_MARGIN_S,
     Action,
@@ -60,6 +61,7 @@ class CallRecord:
     truncated: bool = False
     cached_tokens: int | None = None
     cost_usd: float | None = None      # None: the model has no price (unknown, not 0)
+    reasoning: NativeReasoning = NO_REASONING
 
     @property
     def ok(self) -> bool:
@@ -126,7 +128,7 @@ class Lane:
             self.progress.count_cost(cost)
             return CallRecord(result.text, result.finish_reason, result.prompt_tokens,
                                result.completion_tokens, result.latency_s, attempts, result.status, None,
-                               result.truncated, result.cached_tokens, cost)
+                               result.truncated, result.cached_tokens, cost, reasoning=result.reasoning)
 
     def _stop(self, message: str, status: int | None) -> None:
         """The endpoint is unusable: every call of the lane, in flight or queued, stops."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
@@ -68,7 +69,7 @@ def plan_cells(experiment: Experiment, n: int | None = None) -> list[Cell]:
     for model in experiment.models:
         for scenario in experiment.scenarios:
             for variant in experiment.variants_of(scenario):
-                conversation = scenario.render(variant)
+                conversation = scenario.render(variant, cot_instruction=model.cot_instruction)
                 for branch in experiment.branches:
                     keys = _phrasing_keys(scenario, variant, branch, model, conversation)
                     cells.append(Cell(scenario, variant, branch, model, conversation, samples, keys))
@@ -78,9 +79,11 @@ def plan_cells(experiment: Experiment, n: int | None = None) -> list[Cell]:
 def _phrasing_keys(scenario: Scenario, variant: str, branch: str, model: ModelConfig,
                    conversation: Conversation) -> tuple[str, ...]:
     """One content hash per phrasing: exactly what changes this cell's requests."""
-    base = {"scenario": scenario.id, "variant": variant, "branch": branch,
+    base: dict[str, Any] = {"scenario": scenario.id, "variant": variant, "branch": branch,
             "opening": conversation.opening(), "trigger": conversation.trigger,
             "model": model.identity()}
+    if branch == "sampled" and model.send_reasoning_back:   # absent by default: old ids stay valid
+        base["send_reasoning_back"] = True
     return tuple(content_hash({**base, "fixed": conversation.fixed_response(branch, p)})
                  for p in range(conversation.phrasings(branch)))
 

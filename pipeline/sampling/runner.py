@@ -195,7 +195,8 @@ def _load_done(store: Store, cells: list[Cell]) -> DoneIndex:
 def _run_row(experiment: Experiment, cells: list[Cell], result: RunSummary, argv: list[str]) -> dict[str, Any]:
     models = [{"name": m.name, "base_urls": list(m.base_urls), "api_key_env": m.api_key_env,
                "params": m.params, "rpm": m.rpm, "tpm": m.tpm, "concurrency": m.concurrency,
-               "embedded": m.embedded, "batch": m.batch} for m in models_of(cells)]
+               "embedded": m.embedded, "batch": m.batch, "cot": m.cot, "send_reasoning_back": m.send_reasoning_back}
+              for m in models_of(cells)]
     config = {"branches": list(experiment.branches), "models": models,
               "scenarios": [s.id for s in experiment.scenarios], "variants": experiment.variants}
     return {"run_id": result.run_id, "experiment": experiment.name,

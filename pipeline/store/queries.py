@@ -7,22 +7,14 @@ from functools import cache
 from importlib import resources
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_TRAILING_COMMENTS = re.compile(r"(?:\s*^--[^\n]*$)+\s*\Z", re.MULTILINE)  # a section heading after a statement
 
 
 @cache
 def _all() -> dict[str, str]:
     text = resources.files("pipeline.store").joinpath("sql", "queries.sql").read_text(encoding="utf-8")
     parts = _NAME.split(text)[1:]
-    return {name: _statement(body) for name, body in zip(parts[::2], parts[1::2])}
-
-
-def _statement(body: str) -> str:
-    """A statement without the comment lines that follow it (e.g. the next section's header)
-    and without its final semicolon."""
-    lines = body.strip().splitlines()
-    while lines and lines[-1].lstrip().startswith("--"):
-        lines.pop()
-    return "\n".join(lines).strip().rstrip(";")
+    return {name: _TRAILING_COMMENTS.sub("", body).strip().rstrip(";") for name, body in zip(parts[::2], parts[1::2])}
 
 
 def sql(name: str) -> str:

@@ -61,7 +61,8 @@ def collect(record: BatchRecord, requests: list[tuple[str, str, str, str, str]],
         cost = call_cost(model, answer.prompt_tokens, answer.cached_tokens, answer.completion_tokens, batch=True)
         text = redact(answer.text, secret) if secret and secret in answer.text else answer.text
         record_ = CallRecord(text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens,
-                             None, 1, 200, None, answer.truncated, answer.cached_tokens, cost)
+                             None, 1, 200, None, answer.truncated, answer.cached_tokens, cost,
+                             reasoning=answer.reasoning)
         messages = orjson.loads(line)["body"]["messages"]
         row = {**response_row(job, model, record.base_url, run_id, call, messages, record_),
                "batch_id": record.batch_id}

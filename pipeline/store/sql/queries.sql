@@ -22,7 +22,7 @@ UPDATE runs SET done = ?, failed = ? WHERE run_id = ?;
 -- name: ungraded_page
 -- Final responses a judge version has not labelled, by keyset pages (in-flight items are never
 -- fetched twice).
-SELECT f.job_id, f.scenario, f.response_text, f.finish_reason
+SELECT f.job_id, f.scenario, f.response_text, f.finish_reason, f.reasoning_text, f.reasoning_tokens
 FROM final_responses f
 ANTI JOIN judgments j ON j.job_id = f.job_id AND j.judge = $judge AND j.judge_version = $version
 WHERE list_contains($scenarios, f.scenario) AND f.job_id > $after
@@ -48,6 +48,7 @@ FROM runs ORDER BY started_at DESC LIMIT 5;
 -- first), so a session stopped early still covers every cell evenly.
 WITH ranked AS (
     SELECT f.job_id, f.run_id, f.scenario, f.variant, f.branch, f.model, f.response_text, f.finish_reason,
+           f.reasoning_text, f.reasoning_tokens,
            row_number() OVER (PARTITION BY f.scenario, f.variant, f.branch, f.model
                               ORDER BY md5(f.job_id || ':' || $seed::VARCHAR)) AS draw
     FROM final_responses f
@@ -56,7 +57,8 @@ WITH ranked AS (
 )
 SELECT k.job_id, k.scenario, k.variant, k.branch, k.model, k.response_text, k.finish_reason,
        r.request_messages,
-       EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = k.job_id AND h.labeller = $labeller) AS labelled
+       EXISTS (SELECT 1 FROM human_labels h WHERE h.job_id = k.job_id AND h.labeller = $labeller) AS labelled,
+       k.reasoning_text, k.reasoning_tokens
 FROM ranked k
 JOIN responses r ON r.job_id = k.job_id AND r.run_id = k.run_id AND r.call = 'final'
 WHERE k.draw <= $per_cell
