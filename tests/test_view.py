@@ -115,6 +115,7 @@ def test_overview_shows_runs_cells_rates_and_figures(viewer: Viewer) -> None:
     assert page.count('<span class="badge completed">completed</span>') == 1
     assert f"{N * CELLS:,} of {N * CELLS:,}" in page and f"<td class=\"num\">{CELLS}</td>" in page  # finished; failed
     assert "seed 5 is not allowed" in page                           # the run's most common error
+    assert '<td class="num">unknown</td>' in page                    # the fake model has no price: never $0
     cells = re.findall(r'href="/cell\?scenario=(\w+)&amp;variant=(\w+)&amp;branch=(\w+)', page)
     assert len(set(cells)) == CELLS
     assert page.count("<td>rule</td>") == CELLS                      # one rates row per cell for the rule judge
@@ -152,12 +153,27 @@ def test_transcript_names_every_part_and_the_split(viewer: Viewer, db: Path) -> 
     assert "I weigh it (seed 1)" in cot.group(1) and "Reply #" not in cot.group(1)
     assert output.group(1).startswith("&lt;img src=x") and "I weigh it" not in output.group(1)
     assert "output decided by" in page                                # the rule judge's deciding rule
+    assert "unknown (no price)" in page and "– (online call)" in page
     sampled = query(db, "SELECT job_id FROM jobs WHERE branch = 'sampled' AND status = 'done' LIMIT 1")[0][0]
     assert "badge sampled" in viewer.http.get(f"/job/{sampled}").text
     failed = query(db, "SELECT job_id FROM jobs WHERE branch = 'sampled' AND status = 'failed' LIMIT 1")[0][0]
     page = viewer.http.get(f"/job/{failed}").text      # failed at its first call: the error, the request so far
     assert "seed 5 is not allowed" in page and "Primer (user)" in page and "no final reply" in page
     assert viewer.http.get("/job/no-such-job").status_code == 404
+
+
+def test_a_native_reasoning_trace_is_shown_apart(tmp_path: Path) -> None:
+    workspace = build(tmp_path, n=1, reasoning_shape="reasoning_content",
+                      reasoning="<b>trace</b> of seed {seed}: the manager wants it hidden")
+    job_id = query(workspace.db, "SELECT job_id FROM jobs WHERE status = 'done' LIMIT 1")[0][0]
+    viewer = Viewer(workspace.db)
+    try:
+        page = viewer.http.get(f"/job/{job_id}").text
+    finally:
+        viewer.stop()
+    trace = re.search(r'id="final-trace"><h4>([^<]*)</h4><pre>(.*?)</pre>', page)
+    assert trace and trace.group(1).startswith("Native reasoning trace (reasoning_content")
+    assert trace.group(2).startswith("&lt;b&gt;trace&lt;/b&gt; of seed 0")
 
 
 def test_filters_narrow_the_cell(viewer: Viewer, db: Path) -> None:
@@ -310,7 +326,8 @@ def query_journal(db: Path) -> list[str]:
 def test_a_viewer_open_during_a_run_never_blocks_it(tmp_path: Path) -> None:
     workspace = build(tmp_path / "first", n=2)
     with FakeServer(reply=REPLY, latency=0.02) as server:
-        workspace.write_experiment(server.base_url, n=40, concurrency=4)
+        workspace.write_experiment(server.base_url, n=40, concurrency=4,
+                                   model_extra="price = { input = 30.0, output = 60.0 }")
         run = subprocess.Popen([sys.executable, "-m", "pipeline", "sample", "--experiment", str(workspace.experiment),
                                 "--db", str(workspace.db)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -331,6 +348,12 @@ def test_a_viewer_open_during_a_run_never_blocks_it(tmp_path: Path) -> None:
             viewer.stop()
     assert run.returncode == 0, err
     assert set(statuses) <= {200, 503} and statuses.count(200) > 0
+    (cost,), = query(workspace.db, "SELECT sum(cost_usd) FROM responses WHERE cost_usd IS NOT NULL")
+    after = Viewer(workspace.db)
+    try:
+        assert f"${cost:,.4f}" in after.http.get("/").text           # this run's calls were priced
+    finally:
+        after.stop()
     assert query(workspace.db, "SELECT count(*) FROM jobs WHERE status = 'done'") == [(40 * CELLS,)]   # every job, the earlier failures too
     stored = {job for (job,) in query(workspace.db, "SELECT job_id FROM human_labels")}
     assert labelled and stored | set(query_journal(workspace.db)) == set(labelled)

@@ -106,14 +106,22 @@ def runs_table(runs: list[Row]) -> Markup:
                         tag("td", number(run["calls"]), class_="num"),
                         tag("td", number(run["retries"]), class_="num"),
                         tag("td", number(run["last_429"]), class_="num"),
-                        tag("td", f"{run['prompt_tokens']:,} / {run['completion_tokens']:,}", class_="num")))
+                        tag("td", f"{run['prompt_tokens']:,} / {run['completion_tokens']:,}", class_="num"),
+                        tag("td", _cost(run["cost_usd"], run["unpriced_calls"]), class_="num")))
     headers = ["run", "experiment", "status", "started (UTC)", "finished", "jobs finished (of pending at start)",
-               "failed", "most common error", "calls", "retries", "429 at the end", "tokens in / out"]
+               "failed", "most common error", "calls", "retries", "429 at the end", "tokens in / out", "cost"]
     body = table(headers, rows, id="runs") if rows else tag("p", "No runs yet: `pipeline sample` starts one.")
     return tag("section", tag("h2", "Runs"), body,
                tag("p", tag("small", "retries: attempts after a call's first (429s and server errors; the run's "
                                      "summary splits them). 429 at the end: calls still rate-limited when they "
                                      "gave up.")))
+
+
+def _cost(usd: float | None, unpriced: int) -> str:
+    """Dollars where prices are known; a model without a price is 'unknown', never $0."""
+    if usd is None:
+        return "unknown" if unpriced else "–"
+    return f"${usd:,.4f}" + (f" + {unpriced:,} unpriced calls" if unpriced else "")
 
 
 def cells_table(data: Overview) -> Markup:
@@ -290,7 +298,11 @@ def final_reply(found: Transcript) -> Markup:
              badge("stored text cut at 1,000,000 characters", "length") if final["truncated"] else None]
     split = found.split
     cot = split.cot_text if split and split.cot_present else None
-    return tag("section", tag("h3", "Final reply (graded) ", *notes),
+    trace = (tag("div", tag("h4", f"Native reasoning trace ({final['reasoning_field'] or 'reasoning'}"
+                                  + (f", {final['reasoning_tokens']:,} tokens" if final["reasoning_tokens"] else "") + ")"),
+                 tag("pre", final["reasoning_text"]), class_="cot", id="final-trace")
+             if final["reasoning_text"] else None)
+    return tag("section", tag("h3", "Final reply (graded) ", *notes), trace,
                tag("div", tag("h4", "Reasoning (CoT) as the splitter found it"),
                    tag("pre", cot if cot is not None else "(no reasoning found)"), class_="cot", id="final-cot"),
                tag("div", tag("h4", "Output"), tag("pre", split.output_text if split else ""),
@@ -303,10 +315,11 @@ def judgments(found: Transcript) -> Markup:
     rows = [tag("tr", tag("td", j["judge"]), tag("td", tag("code", j["judge_version"]),
                                                  " " if j["current"] else " (superseded)"),
                 tag("td", badge(j["output_label"], j["output_label"])),
-                tag("td", badge(j["cot_label"], j["cot_label"])), tag("td", "yes" if j["cot_present"] else "no"),
+                tag("td", badge(j["cot_label"], j["cot_label"])),
+                tag("td", ("yes" if j["cot_present"] else "no") + (f" ({j['cot_source']})" if j["cot_source"] else "")),
                 tag("td", _detail(j["detail"])), tag("td", when(j["graded_at"])))
             for j in found.judgments]
-    headers = ["judge", "version", "output", "CoT alone predicts", "CoT present", "why", "graded (UTC)"]
+    headers = ["judge", "version", "output", "CoT alone predicts", "CoT present (source)", "why", "graded (UTC)"]
     body = table(headers, rows, id="judgments") if rows else tag("p", "Not graded yet (`pipeline grade`).")
     return tag("section", tag("h2", "Judges"), body)
 
@@ -352,6 +365,9 @@ def calls(rows: list[Row]) -> Markup:
                  ("attempts", call["attempts"]), ("latency", "–" if call["latency_ms"] is None
                                                   else f"{call['latency_ms']:,.0f} ms"),
                  ("tokens in / out", f"{number(call['prompt_tokens'])} / {number(call['completion_tokens'])}"),
+                ("cached / reasoning tokens", f"{number(call['cached_tokens'])} / {number(call['reasoning_tokens'])}"),
+                ("cost", "unknown (no price)" if call["cost_usd"] is None else f"${call['cost_usd']:,.6f}"),
+                ("batch", call["batch_id"] or "– (online call)"),
                  ("finish reason", call["finish_reason"] or "–"), ("error", call["error"] or "–"),
                  ("at", when(call["created_at"]))]
         params = orjson.dumps(call["request_params"] or {}, option=orjson.OPT_INDENT_2).decode()

@@ -158,20 +158,22 @@ FROM batches ORDER BY created_at DESC LIMIT 20;
 -- The newest runs with what their calls used. Retries count every attempt after a call's first
 -- (429s and 5xx alike: the run's summary splits them, the database keeps only the total);
 -- last_429 counts calls whose last attempt was still a 429; top_error is the most common error
--- of its failed jobs. Times are UTC text (a TIMESTAMPTZ
+-- of its failed jobs; cost_usd sums the priced calls (NULL: none priced, unknown) and
+-- unpriced_calls counts answered calls without a price (as the `costs` view does). Times are UTC text (a TIMESTAMPTZ
 -- value would need pytz in Python).
 WITH recent AS (SELECT * FROM runs ORDER BY started_at DESC LIMIT $limit),
 calls AS (
     SELECT run_id, count(*) AS calls, sum(attempts - 1) AS retries,
            count(*) FILTER (WHERE http_status = 429) AS last_429,
-           sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens
+           sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+           sum(cost_usd) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL AND error IS NULL) AS unpriced_calls
     FROM responses WHERE run_id IN (SELECT run_id FROM recent) GROUP BY run_id
 )
 SELECT r.run_id, r.experiment, r.status, strftime(timezone('UTC', r.started_at), '%Y-%m-%d %H:%M:%S') AS started_at,
        strftime(timezone('UTC', r.finished_at), '%Y-%m-%d %H:%M:%S') AS finished_at, r.planned, r.pending_at_start,
        r.done, r.failed, coalesce(c.calls, 0) AS calls, coalesce(c.retries, 0) AS retries,
        coalesce(c.last_429, 0) AS last_429, coalesce(c.prompt_tokens, 0) AS prompt_tokens,
-       coalesce(c.completion_tokens, 0) AS completion_tokens,
+       coalesce(c.completion_tokens, 0) AS completion_tokens, c.cost_usd, coalesce(c.unpriced_calls, 0) AS unpriced_calls,
        (SELECT j.error FROM jobs j WHERE j.run_id = r.run_id AND j.status = 'failed'
         GROUP BY j.error ORDER BY count(*) DESC, j.error LIMIT 1) AS top_error
 FROM recent r LEFT JOIN calls c USING (run_id)
@@ -288,7 +290,8 @@ FROM jobs WHERE job_id = $job_id;
 -- A job's calls from the run that finished it, initial before final.
 SELECT r.call, r.model, r.base_url, r.request_messages, r.request_params, r.response_text, r.finish_reason,
        r.prompt_tokens, r.completion_tokens, r.latency_ms, r.attempts, r.http_status, r.error,
-       strftime(timezone('UTC', r.created_at), '%Y-%m-%d %H:%M:%S') AS created_at, r.truncated
+       strftime(timezone('UTC', r.created_at), '%Y-%m-%d %H:%M:%S') AS created_at, r.truncated,
+       r.cached_tokens, r.cost_usd, r.batch_id, r.reasoning_text, r.reasoning_field, r.reasoning_tokens
 FROM responses r JOIN jobs j ON j.job_id = r.job_id AND j.run_id = r.run_id
 WHERE r.job_id = $job_id
 ORDER BY r.call = 'final', r.created_at;
@@ -297,7 +300,7 @@ ORDER BY r.call = 'final', r.created_at;
 -- Every judgment of a job, each marked whether it is its judge's newest version.
 WITH newest AS (SELECT judge, arg_max(judge_version, graded_at) AS version FROM judgments GROUP BY judge)
 SELECT g.judge, g.judge_version, g.judge_version = n.version AS current, g.cot_present, g.output_label,
-       g.cot_label, g.detail, strftime(timezone('UTC', g.graded_at), '%Y-%m-%d %H:%M:%S') AS graded_at
+       g.cot_label, g.cot_source, g.detail, strftime(timezone('UTC', g.graded_at), '%Y-%m-%d %H:%M:%S') AS graded_at
 FROM judgments g JOIN newest n USING (judge)
 WHERE g.job_id = $job_id
 ORDER BY current DESC, g.judge, g.graded_at DESC;
