@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import suppress
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -86,7 +87,8 @@ def upgrade(con: duckdb.DuckDBPyConnection) -> int:
                     [str(SCHEMA_VERSION), views_hash()])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        with suppress(duckdb.Error):   # an interrupted COMMIT has already ended the transaction
+            con.execute("ROLLBACK")
         raise
     return version
 
