@@ -176,20 +176,34 @@ def chattr(flag: str, path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/chattr").exists(), reason="needs chattr (root)")
 def test_database_and_journal_unwritable_mid_run_are_waited_out(workspace: Workspace) -> None:
-    with FakeServer(latency=0.05) as server:
+    # 0.2 s per call: the run lasts ~20 s, so it is still mid-run when the flags go on even on a
+    # loaded machine (at 0.05 s it could finish first and never need a new journal segment)
+    with FakeServer(latency=0.2) as server:
         workspace.write_experiment(server.base_url, n=30, concurrency=4)
         proc = start_sample(workspace)
         journal = workspace.root / "results.duckdb.journal"
+        lines: list[str] = []
+        assert proc.stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        reader.start()
         try:
             while server.stats()["requests"] < 40:
                 time.sleep(0.05)
             chattr("+i", journal)        # no new segment can be made
             chattr("+i", workspace.root)  # no WAL: the database cannot be written
-            time.sleep(3)
+            # held until the run has met both (a loaded machine may need more than a few seconds
+            # before the journal wants its next segment), at most 60 s
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(
+                    any(marker in line for line in list(lines))
+                    for marker in ("database not writable; retrying", "journal not writable")):
+                time.sleep(0.1)
         finally:
             chattr("-i", workspace.root)
             chattr("-i", journal)
-        out, err = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=120)
+        reader.join(timeout=10)
+        err = "".join(lines)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "database not writable; retrying" in err and "journal not writable" in err
