@@ -7,7 +7,7 @@ submits it again."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -60,9 +60,11 @@ def collect(record: BatchRecord, requests: list[tuple[str, str, str, str, str]],
         model = job.cell.model
         cost = call_cost(model, answer.prompt_tokens, answer.cached_tokens, answer.completion_tokens, batch=True)
         text = redact(answer.text, secret) if secret and secret in answer.text else answer.text
+        reasoning = answer.reasoning   # the trace is server-derived text too: redacted like online calls'
+        if secret and reasoning.text and secret in reasoning.text:
+            reasoning = replace(reasoning, text=redact(reasoning.text, secret))
         record_ = CallRecord(text, answer.finish_reason, answer.prompt_tokens, answer.completion_tokens,
-                             None, 1, 200, None, answer.truncated, answer.cached_tokens, cost,
-                             reasoning=answer.reasoning)
+                             None, 1, 200, None, answer.truncated, answer.cached_tokens, cost, reasoning=reasoning)
         used = request_prompts(job, orjson.loads(line)["body"]["messages"])
         row = {**response_row(job, model, record.base_url, run_id, call, used[-1], record_),
                "batch_id": record.batch_id}
