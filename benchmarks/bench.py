@@ -233,7 +233,9 @@ def view_latency(db: Path) -> dict[str, float]:
     (synthetic, deterministic) rule-judge label: the views' cost at this size, not the judge's."""
     con = duckdb.connect(str(db))
     try:
-        con.execute("""INSERT INTO judgments SELECT job_id, 'rule', 'bench', hash(job_id) % 3 > 0, NULL, NULL,
+        con.execute("""INSERT INTO judgments (job_id, judge, judge_version, cot_present, cot_text, output_text,
+                                             output_label, cot_label, detail, graded_at)
+                       SELECT job_id, 'rule', 'bench', hash(job_id) % 3 > 0, NULL, NULL,
                        ['unethical', 'acceptable', 'unclear'][(hash(job_id) % 3)::INTEGER + 1],
                        ['unethical', 'acceptable', 'no_cot'][(hash(job_id || 'c') % 3)::INTEGER + 1], NULL, now()
                        FROM final_responses""")
