@@ -4,7 +4,7 @@ Each case starts tests/fakeserver.py on 127.0.0.1 with its knobs, runs the CLI a
 separate process (as a user would) and reads the outcome from the server's counters and
 the DuckDB file. Prints a table and writes data/bench/results.json.
 
-    python -m benchmarks.bench [--only 1,3] [--quick]
+    python -m benchmarks.bench [--only 1,3] [--quick] [--scale 10000,100000] [--resume-jobs 20000]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Bench:
     root: Path
     quick: bool
     scale_sizes: tuple[int, ...] = ()
+    resume_jobs: int | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def workspace(self, name: str, base_url: str, *, jobs: int, sampled: bool = False,
@@ -271,8 +272,9 @@ def case_faults(b: Bench) -> None:
 
 
 def case_resume(b: Bench) -> None:
-    """6: kill -9 at about half, rerun: time to first new request, wasted calls (shipped scenarios)."""
-    jobs = 5000 if b.quick else 20_000
+    """6: kill -9 at about half, rerun: time to first new request, wasted calls (shipped scenarios;
+    a million jobs by default: the restart reads half a million done jobs and their journal)."""
+    jobs = b.resume_jobs or (5000 if b.quick else 1_000_000)
     with FakeServer(latency=0.01) as server:
         experiment, db, n = b.workspace("resume", server.base_url, jobs=jobs, concurrency=32, shipped=True)
         planned = n * SHIPPED_CELLS
@@ -353,13 +355,14 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated case numbers (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--scale", help="comma-separated job counts for case 4 (default 10000,100000,1000000)")
+    parser.add_argument("--resume-jobs", type=int, help="job count for case 6 (default 1000000)")
     args = parser.parse_args()
     _install_wait4()
     machine = {"cores": os.cpu_count(), "python": sys.version.split()[0], "quick": args.quick}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         sizes = tuple(int(size) for size in args.scale.split(",")) if args.scale else ()
-        bench = Bench(Path(tmp), args.quick, sizes)
+        bench = Bench(Path(tmp), args.quick, sizes, args.resume_jobs)
         for key in (args.only.split(",") if args.only else CASES):
             started = time.monotonic()
             CASES[key](bench)
