@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests must be at least 1")
     _install_wait4()
     try:
-        bin_dir = ensure_venv()
+        bin_dir = ensure_venv(PEERS_VENV, REQUIREMENTS)
         with tempfile.TemporaryDirectory(prefix="pipeline-peers-") as tmp:
             pipeline, conversations = run_pipeline(Bench(Path(tmp), quick=False), args.requests)
             inspect = run_inspect(bin_dir, conversations, Path(tmp))
