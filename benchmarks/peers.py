@@ -127,10 +127,9 @@ def run_pipeline(bench: Bench, requests: int) -> tuple[Result, list[str]]:
     return result("pipeline", len(conversations), stats, outcome, span, load), conversations
 
 
-def run_inspect(bin_dir: Path, conversations: list[str], work: Path) -> Result:
+def run_inspect(bin_dir: Path, dataset: Path, conversations: int) -> Result:
     """`inspect eval` of benchmarks/inspect_task.py over the same conversations, same server settings."""
-    dataset, logs = work / "conversations.jsonl", work / "inspect-logs"
-    dataset.write_text("\n".join(conversations) + "\n", encoding="utf-8")
+    logs = dataset.parent / "inspect-logs"
     load = os.getloadavg()[0]
     with FakeServer(rpm=RPM, latency=LATENCY, jitter=JITTER) as server:
         env = {**os.environ, "FAKE_BASE_URL": server.base_url, "FAKE_API_KEY": "unused-by-the-fake-server"}
@@ -141,8 +140,8 @@ def run_inspect(bin_dir: Path, conversations: list[str], work: Path) -> Result:
         stats = server.stats()
     if outcome.returncode != 0:
         raise PeersError(f"inspect eval failed ({outcome.returncode}): {last_line(outcome.stderr)}")
-    span = inspect_span(read_log(logs), len(conversations))
-    return result("inspect-ai", len(conversations), stats, outcome, span, load)
+    span = inspect_span(read_log(logs), conversations)
+    return result("inspect-ai", conversations, stats, outcome, span, load)
 
 
 def read_log(logs: Path) -> dict[str, Any]:
@@ -182,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         bin_dir = ensure_venv(PEERS_VENV, REQUIREMENTS)
         with tempfile.TemporaryDirectory(prefix="pipeline-peers-") as tmp:
             pipeline, conversations = run_pipeline(Bench(Path(tmp), quick=False), args.requests)
-            inspect = run_inspect(bin_dir, conversations, Path(tmp))
+            dataset = Path(tmp) / "conversations.jsonl"
+            dataset.write_text("\n".join(conversations) + "\n", encoding="utf-8")
+            inspect = run_inspect(bin_dir, dataset, len(conversations))
     except PeersError as exc:
         print(f"bench-peers: {exc}", file=sys.stderr)
         return 2
