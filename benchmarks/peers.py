@@ -32,7 +32,8 @@ PEERS_VENV = REPO / ".venv-peers"
 REQUIREMENTS = Path(__file__).with_name("peers-requirements.txt")
 TASK = Path(__file__).with_name("inspect_task.py")   # given to Inspect relative to REPO (its cwd): it rejects absolute task paths
 OUT = REPO / "data" / "bench" / "peers.json"
-RPM, LATENCY, JITTER, CONCURRENCY, MAX_TOKENS = 3000, 0.4, 0.05, 32, 32
+RPM, LATENCY, JITTER, CONCURRENCY = 3000, 0.4, 0.05, 32
+MAX_TOKENS = 32   # what Bench.workspace's experiment asks for
 # Inspect's OpenAI-compatible provider: `openai-api/<service>/<model>` reads <SERVICE>_BASE_URL
 # and <SERVICE>_API_KEY from the environment.
 INSPECT_MODEL = "openai-api/fake/fake-model"
@@ -78,10 +79,10 @@ def table(results: list[Result]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
-def ensure_venv(venv: Path = PEERS_VENV, requirements: Path = REQUIREMENTS) -> Path:
-    """The peers venv's bin directory, (re)built when the requirements changed since the last build."""
+def ensure_venv(venv: Path, requirements: Path) -> Path:
+    """The peers venv's bin directory, (re)built unless a finished build of these requirements is there."""
     marker, wanted = venv / ".installed", requirements.read_text(encoding="utf-8")
-    if marker.exists() and marker.read_text(encoding="utf-8") == wanted:
+    if marker.exists() and marker.read_text(encoding="utf-8") == wanted and (venv / "bin" / "inspect").exists():
         return venv / "bin"
     name = venv.relative_to(REPO) if venv.is_relative_to(REPO) else venv
     print(f"building {name} from {requirements.name} (first use; a minute or two)", file=sys.stderr)
@@ -100,7 +101,7 @@ def ensure_venv(venv: Path = PEERS_VENV, requirements: Path = REQUIREMENTS) -> P
     return venv / "bin"
 
 
-def pins(requirements: Path = REQUIREMENTS) -> list[str]:
+def pins(requirements: Path) -> list[str]:
     """The requirement lines, without comments."""
     lines = (line.split("#", 1)[0].strip() for line in requirements.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line]
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [pipeline, inspect]
     workload = {"conversations": pipeline.conversations, "rpm": RPM, "latency_s": LATENCY, "jitter_s": JITTER,
                 "concurrency": CONCURRENCY, "max_tokens": MAX_TOKENS,
-                "peers": pins()}
+                "inspect_requirements": pins(REQUIREMENTS)}
     machine = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"machine": machine, "workload": workload,
