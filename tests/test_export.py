@@ -88,3 +88,28 @@ def test_unknown_judge_is_one_line(graded: Workspace, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: --judge llm:none: no labels by that judge in {graded.db} (run `pipeline grade` first)"]
+
+
+def test_each_judge_gets_columns_of_its_own_and_the_split_is_the_rule_judges(graded: Workspace, tmp_path: Path) -> None:
+    con = duckdb.connect(str(graded.db))
+    try:   # a second judge that disagrees with the rule judge on every output label, with a split of its own
+        con.execute("""INSERT INTO judgments (job_id, judge, judge_version, cot_present, cot_text, output_text,
+                                              output_label, cot_label, detail, graded_at)
+                       SELECT job_id, 'llm:gpt-x', 'v1', NOT cot_present, 'other cot', 'other output',
+                              CASE output_label WHEN 'unethical' THEN 'acceptable' ELSE 'unethical' END,
+                              'unclear', NULL, now()
+                       FROM judgments WHERE judge = 'rule'""")
+    finally:
+        con.close()
+    graded.cli("export", "--db", str(graded.db), "--out", str(tmp_path), "--format", "jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "final_responses.jsonl").read_text().splitlines()]
+    rule = {job: (out, cot, present, text) for job, out, cot, present, text in query(
+        graded.db, "SELECT job_id, output_label, cot_label, cot_present, output_text FROM current_judgments "
+                   "WHERE judge = 'rule'")}
+    assert len(rows) == len(rule) > 0
+    for row in rows:
+        out, cot, present, text = rule[row["job_id"]]
+        assert (row["rule_output_label"], row["rule_cot_label"], row["rule_cot_present"]) == (out, cot, present)
+        assert row["llm_gpt_x_output_label"] == ("acceptable" if out == "unethical" else "unethical")
+        assert (row["llm_gpt_x_cot_label"], row["llm_gpt_x_version"]) == ("unclear", "v1")
+        assert (row["cot_present"], row["output_text"]) == (present, text)   # the rule judge's split

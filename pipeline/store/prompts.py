@@ -12,8 +12,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import orjson
 
+from pipeline.store.queries import sql
+
+_FETCH_CHUNK = 50_000
 Message = dict[str, Any]   # {"role": ..., "content": ...}; the store imports no stage
 
 
@@ -42,8 +46,8 @@ def extend(parent: Prompt, full: list[Message]) -> Prompt:
 
 class RecentIds:
     """Ids the writer has committed lately, so a batch does not send the same opening to DuckDB
-    a thousand times (DuckDB still skips any id it has: this only saves work). Bounded: it is
-    emptied when full, so memory stays flat however many distinct prompts a run makes."""
+    a thousand times. Bounded: it is emptied when full, so memory stays flat however many
+    distinct prompts a run makes."""
 
     def __init__(self, limit: int = 50_000):
         self.limit = limit
@@ -56,3 +60,79 @@ class RecentIds:
         if len(self._ids) + len(keys) > self.limit:
             self._ids.clear()
         self._ids.update(keys)
+
+
+class BloomFilter:
+    """Which ids MAY be stored: never a false "no", a false "maybe" about once in 15,000 (20 bits
+    and 13 hashes per id, up to `capacity` ids). A million ids take 2.5 MB where a set of them
+    would take ~100 MB."""
+
+    BITS_PER_ID = 20
+    HASHES = 13
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.count = 0
+        self._bits = capacity * self.BITS_PER_ID
+        self._array = bytearray((self._bits + 7) // 8)
+
+    def _positions(self, key: str) -> list[int]:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        first, step = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
+        return [(first + i * step) % self._bits for i in range(self.HASHES)]
+
+    def add(self, key: str) -> None:
+        for position in self._positions(key):
+            self._array[position >> 3] |= 1 << (position & 7)
+        self.count += 1
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and all(self._array[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
+class StoredPrompts:
+    """The writer's knowledge of which prompt ids the database holds, so that a batch's new
+    prompts are inserted without DuckDB checking them against the whole `prompts` table: that
+    check reads every stored id (a million-job run: +10 MB per batch, growing with the table).
+
+    Only ids the filter says MAY be stored are checked by DuckDB. It is filled once from the
+    table (a single scan) and kept in step with each commit; anything unexpected (a failed
+    commit, more ids than it was sized for) makes it load again from the table."""
+
+    MIN_CAPACITY = 1 << 18
+
+    def __init__(self) -> None:
+        self._filter: BloomFilter | None = None
+        self._recent = RecentIds()   # committed lately: not sent to DuckDB at all
+
+    def split(self, con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(surely new rows, rows that may be stored already); rows committed lately are dropped."""
+        rows = [row for row in rows if row.get("prompt_id") not in self._recent]
+        if self._filter is None or self._filter.count + len(rows) > self._filter.capacity:
+            self._filter = self._load(con, extra=len(rows))
+        new: list[dict[str, Any]] = []
+        maybe: list[dict[str, Any]] = []
+        for row in rows:
+            (maybe if row.get("prompt_id") in self._filter else new).append(row)
+        return new, maybe
+
+    def _load(self, con: duckdb.DuckDBPyConnection, extra: int) -> BloomFilter:
+        """A filter of every stored id, streamed from the table (room for twice as many)."""
+        (stored,) = con.execute(sql("count_prompts")).fetchone() or (0,)
+        known = BloomFilter(max(self.MIN_CAPACITY, 2 * (int(stored) + extra)))
+        con.execute(sql("prompt_ids"))
+        while chunk := con.fetchmany(_FETCH_CHUNK):
+            for (key,) in chunk:
+                known.add(key)
+        return known
+
+    def committed(self, ids: list[str]) -> None:
+        assert self._filter is not None
+        for key in ids:
+            self._filter.add(key)
+        self._recent.add_all(ids)
+
+    def forget(self) -> None:
+        """After a failed commit: what is stored is no longer certain; load again next time."""
+        self._filter = None

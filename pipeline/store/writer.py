@@ -29,7 +29,7 @@ from pipeline.store.connection import (
     open_database,
     refuse_foreign_database,
 )
-from pipeline.store.prompts import RecentIds
+from pipeline.store.prompts import StoredPrompts
 from pipeline.store.queries import sql
 from pipeline.store.schema import table_columns
 
@@ -74,10 +74,14 @@ class TableSpec:
     key: tuple[str, ...]
     replace: bool = False   # a new row replaces the stored row with the same key
     shared: bool = False    # content-addressed: a row whose key is stored is skipped (never replaced)
+    # An integer column fixed by the key and written roughly in order (a job's seed): looking up
+    # a batch's keys only reads the row groups whose min/max of it overlap the batch's, instead of
+    # the whole key column (a million jobs: 31 MB read per batch, and the time with it).
+    prune: str | None = None
 
 
 TABLES = {
-    "jobs": TableSpec(key=("job_id",), replace=True),
+    "jobs": TableSpec(key=("job_id",), replace=True, prune="seed"),
     "responses": TableSpec(key=("job_id", "run_id", "call")),
     "judgments": TableSpec(key=("job_id", "judge", "judge_version"), replace=True),
     "human_labels": TableSpec(key=("job_id", "labeller", "labelled_at")),
@@ -96,7 +100,7 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self._tmpdir: Path | None = None   # made on the first insert, removed by close()
         self._last_lock_warning = 0.0
-        self._recent_prompts = RecentIds()   # committed lately: not sent to DuckDB again
+        self._prompts = StoredPrompts()   # which prompt ids are stored: new ones skip DuckDB's check
 
     @contextmanager
     def connect(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -145,28 +149,31 @@ class Store:
         for outcome in outcomes:
             for table, rows in outcome.rows.items():
                 by_table.setdefault(table, []).extend(rows)
-        prompt_rows = [row for row in by_table.pop("prompts", []) if row.get("prompt_id") not in self._recent_prompts]
-        if prompt_rows:
-            by_table["prompts"] = prompt_rows
+        prompt_rows = by_table.pop("prompts", [])
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
+                new_prompts, maybe_stored = self._prompts.split(con, prompt_rows) if prompt_rows else ([], [])
                 for table, rows in by_table.items():
                     self.insert_rows(con, table, rows, recovering=recovering)
+                self.insert_rows(con, "prompts", new_prompts, known_new=True)
+                self.insert_rows(con, "prompts", maybe_stored)
                 if counters:
                     con.execute(sql("count_run"), [counters.done, counters.failed, counters.run_id])
                 con.execute("COMMIT")
             except BaseException:
+                self._prompts.forget()
                 with suppress(duckdb.Error):   # a failed COMMIT has already ended the transaction
                     con.execute("ROLLBACK")
                 raise
-        self._recent_prompts.add_all([row["prompt_id"] for row in prompt_rows])
+        if prompt_rows:
+            self._prompts.committed([row["prompt_id"] for row in new_prompts + maybe_stored])
 
     def insert_rows(self, con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]],
-                    recovering: bool = False) -> None:
+                    recovering: bool = False, known_new: bool = False) -> None:
         """Bulk insert through an NDJSON file (~10x faster than executemany in DuckDB).
         Replacing tables first delete the rows the batch replaces; shared ones, and the others
-        when recovering a journal, skip rows whose key is already stored."""
+        when recovering a journal, skip rows whose key is already stored (unless `known_new`)."""
         if not rows:
             return
         spec = TABLES[table]
@@ -179,11 +186,12 @@ class Store:
             con.execute(f"SET memory_limit = '{object_bytes * 4 // (1 << 20)}MB'")
         source = _read_ndjson(path, table_columns(table), object_bytes)
         match = " AND ".join(f"old.{key} = new.{key}" for key in spec.key)
+        stored = _stored_range(spec, rows)
         where = ""
         if spec.replace:
-            con.execute(f"DELETE FROM {table} old WHERE EXISTS (SELECT 1 FROM {source} new WHERE {match})")
-        elif recovering or spec.shared:
-            where = f" WHERE NOT EXISTS (SELECT 1 FROM {table} old WHERE {match})"
+            con.execute(f"DELETE FROM {table} old WHERE {stored} AND EXISTS (SELECT 1 FROM {source} new WHERE {match})")
+        elif (recovering or spec.shared) and not known_new:
+            where = f" WHERE NOT EXISTS (SELECT 1 FROM {table} old WHERE {stored} AND {match})"
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {source} new{where}")
 
     def _batch_dir(self) -> Path:
@@ -211,6 +219,15 @@ def _one_per_key(rows: Sequence[dict[str, Any]], spec: TableSpec) -> Sequence[di
         if spec.replace or key not in by_key:
             by_key[key] = row
     return rows if len(by_key) == len(rows) else list(by_key.values())
+
+
+def _stored_range(spec: TableSpec, rows: Sequence[dict[str, Any]]) -> str:
+    """A condition on stored rows (`old`) that every row matching the batch meets: a range of
+    `spec.prune` for DuckDB to skip row groups by (a constant filter on the scan, not a join)."""
+    values: list[Any] = [row.get(spec.prune) for row in rows] if spec.prune else []
+    if not values or not all(type(value) is int for value in values):
+        return "true"
+    return f"old.{spec.prune} BETWEEN {min(values)} AND {max(values)}"
 
 
 def remove_stale_batch_dirs(db_path: Path) -> None:

@@ -5,6 +5,14 @@
 -- Which jobs are finished (resume = planned minus these), streamed in chunks.
 SELECT scenario, variant, branch, model, seed, job_id FROM jobs WHERE status = 'done';
 
+-- name: count_prompts
+-- Sizes the writer's filter of stored prompt ids (pipeline/store/prompts.py).
+SELECT count(*) FROM prompts;
+
+-- name: prompt_ids
+-- Every stored prompt id, streamed in chunks into that filter.
+SELECT prompt_id FROM prompts;
+
 -- name: mark_killed_runs
 -- Called while holding the run lock: a run still marked running was killed (kill -9, power cut).
 UPDATE runs SET status = 'killed' WHERE status = 'running';
@@ -117,14 +125,9 @@ FROM final_responses WHERE finish_reason = 'length'
 GROUP BY ALL ORDER BY ALL;
 
 -- name: export_final_responses
--- `pipeline export`: one row per final response with its cell, texts, usage of the whole job,
--- the newest human label and every judge's newest labels (a list, widened by the exporter).
-WITH labels AS (
-    SELECT job_id, list({'judge': judge, 'judge_version': judge_version, 'output_label': output_label,
-                         'cot_label': cot_label, 'cot_present': cot_present, 'cot_text': cot_text,
-                         'output_text': output_text} ORDER BY judge) AS labels
-    FROM current_judgments WHERE $judge IS NULL OR judge = $judge GROUP BY job_id
-), usage AS (
+-- `pipeline export`: one row per final response with its cell, texts, usage of the whole job and
+-- the newest human label; the exporter joins each judge's newest labels to it (`judge_labels`).
+WITH usage AS (
     SELECT job_id, run_id, sum(prompt_tokens)::BIGINT AS job_prompt_tokens,
            sum(completion_tokens)::BIGINT AS job_completion_tokens,
            count(*) AS calls
@@ -135,13 +138,18 @@ SELECT f.scenario, f.variant, f.branch, f.phrasing, f.model, f.seed, f.job_id, f
        f.response_text, f.finish_reason, f.prompt_tokens, f.completion_tokens,
        u.job_prompt_tokens, u.job_completion_tokens, u.calls,
        h.output_label AS human_output_label, h.cot_label AS human_cot_label, h.cot_present AS human_cot_present,
-       h.judge_version AS human_labeller, coalesce(l.labels, []) AS labels
+       h.judge_version AS human_labeller
 FROM final_responses f
 JOIN responses r ON r.job_id = f.job_id AND r.run_id = f.run_id AND r.call = 'final'
 LEFT JOIN prompts p ON p.prompt_id = r.prompt_id
 LEFT JOIN usage u ON u.job_id = f.job_id AND u.run_id = f.run_id
-LEFT JOIN current_human_labels h ON h.job_id = f.job_id
-LEFT JOIN labels l ON l.job_id = f.job_id;
+LEFT JOIN current_human_labels h ON h.job_id = f.job_id;
+
+-- name: judge_labels
+-- Each judge's newest labels of each job; the exporter joins them once per judge (filtered to
+-- it): joins spill to disk, where a list of every judge's labels per job could not.
+SELECT job_id, judge, judge_version, output_label, cot_label, cot_present, cot_text, output_text
+FROM current_judgments;
 
 -- name: export_judges
 -- The judges whose labels an export widens into columns.
