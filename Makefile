@@ -6,7 +6,7 @@ N ?= 5
 DB ?= data/results.duckdb
 EXPERIMENT ?= scenarios/experiments/default.toml
 
-.PHONY: venv lock lint test test-fast sample grade report status bench serve model view clean gateway browser
+.PHONY: venv lock lint test test-fast sample grade report status bench bench-peers serve model view clean gateway browser
 
 # Installs the locked versions (requirements.lock), then the project itself without resolving again.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -69,6 +69,12 @@ report: venv
 
 bench: venv
 	$(PY) -m benchmarks.bench
+
+# Bench case 1's workload through the pipeline and through Inspect AI, side by side
+# (benchmarks/peers.py; REQUESTS=1000 by default). Inspect runs from .venv-peers, which the
+# script builds on first use from benchmarks/peers-requirements.txt: never from .venv.
+bench-peers: venv
+	$(PY) -m benchmarks.peers $(if $(REQUESTS),--requests $(REQUESTS))
 
 serve: venv
 	$(PY) -m pipeline serve

@@ -90,10 +90,15 @@ class Bench:
 
 
 def run_cli(args: list[str]) -> Outcome:
-    """Run the CLI; CPU and peak RSS come from wait4, i.e. for that process alone."""
+    """Run the pipeline's CLI (see run_process)."""
+    return run_process([sys.executable, "-m", "pipeline", *args])
+
+
+def run_process(command: list[str], env: dict[str, str] | None = None) -> Outcome:
+    """Run a command from the repository; CPU and peak RSS come from wait4, i.e. for that
+    process alone (after _install_wait4)."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate()
     wall = time.monotonic() - started
     usage = proc_usage(proc)
