@@ -46,7 +46,7 @@ from pipeline.sampling.plan import Cell, DoneIndex, load_done, plan_cells
 from pipeline.sampling.runner import RunSummary, sample
 from pipeline.sampling.truncation import cap_warnings, truncation_lines
 from pipeline.store.adhoc import check_read_only, open_sql_reader, refused_file_access
-from pipeline.store.connection import WRITER_CONFIG, WaitAbandoned, open_reader, run_lock, stop_waiting
+from pipeline.store.connection import WaitAbandoned, open_reader, run_lock, stop_waiting
 from pipeline.store.queries import sql
 from pipeline.store.writer import Store
 
@@ -458,10 +458,15 @@ def batch_lines(result: RunSummary) -> list[str]:
     return lines
 
 
+# The end-of-run summary reads every response of a run once: a small memory limit makes DuckDB
+# drop blocks as it goes instead of caching them (1M responses: +18 MB instead of +101 MB).
+SUMMARY_CONFIG: dict[str, str | bool | int | float | list[str]] = {"threads": 1, "memory_limit": "16MB"}
+
+
 def run_truncation(db: Path, run_id: str) -> list[str]:
     """This run's final replies cut off at max_tokens, per model (nothing if it cannot be read)."""
     try:
-        con = open_reader(db, config=WRITER_CONFIG)   # the writer's memory limit: a run's peak stays the writer's
+        con = open_reader(db, config=SUMMARY_CONFIG)
     except PipelineError:
         return []
     try:

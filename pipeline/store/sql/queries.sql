@@ -104,11 +104,13 @@ SELECT error, count(*) AS jobs FROM jobs WHERE run_id = ? AND status = 'failed'
 GROUP BY error ORDER BY jobs DESC, error LIMIT 1;
 
 -- name: truncation_by_model
--- Final replies cut off at max_tokens, per model; $run_id NULL = every run.
-SELECT j.model, count(*) FILTER (WHERE r.finish_reason = 'length') AS cut, count(*) AS total
-FROM jobs j JOIN responses r ON r.job_id = j.job_id AND r.run_id = j.run_id AND r.call = 'final'
-WHERE j.status = 'done' AND ($run_id IS NULL OR j.run_id = $run_id)
-GROUP BY j.model ORDER BY j.model;
+-- Final replies cut off at max_tokens, per model; $run_id NULL = every run. A final call that
+-- answered ends its job, so no join to `jobs` is needed: one scan, a few groups (a join over a
+-- million jobs took 100 MB at the end of every run, the run's peak).
+SELECT model, count(*) FILTER (WHERE finish_reason = 'length') AS cut, count(*) AS total
+FROM responses
+WHERE call = 'final' AND error IS NULL AND ($run_id IS NULL OR run_id = $run_id)
+GROUP BY model ORDER BY model;
 
 -- name: reply_lengths_by_model
 -- What earlier replies of each model needed: the cap they were sent with, how many hit it, and
