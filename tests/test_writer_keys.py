@@ -12,14 +12,7 @@ import pytest
 
 from pipeline.store.prompts import BloomFilter, RecentIds, StoredPrompts
 from pipeline.store.writer import Outcome, Store
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+from tests.conftest import query
 
 
 def job(job_id: str, seed: int | None, status: str = "done") -> dict[str, Any]:
