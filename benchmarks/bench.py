@@ -225,13 +225,15 @@ def export_round_trip(db: Path) -> dict[str, Any]:
     """`pipeline export` to Parquet, read back by DuckDB: seconds, and whether rows and labels match."""
     out = db.parent / "export"
     outcome = run_cli(["export", "--db", str(db), "--out", str(out)])
+    result: dict[str, Any] = {"export_s": outcome.wall_s, "export_peak_rss_mb": outcome.max_rss_mb}
+    if outcome.returncode != 0:
+        return {**result, "export_matches": False, "export_error": outcome.stderr.strip()[-300:]}
     exported = duckdb.connect().execute(
         f"SELECT count(*), count(*) FILTER (WHERE rule_output_label = 'unethical') "
         f"FROM read_parquet('{out}/**/*.parquet', hive_partitioning = true)").fetchall()
     stored = query(db, "SELECT count(*), count(*) FILTER (WHERE g.output_label = 'unethical') FROM final_responses f "
                        "LEFT JOIN current_judgments g ON g.job_id = f.job_id AND g.judge = 'rule'")
-    return {"export_s": outcome.wall_s, "export_peak_rss_mb": outcome.max_rss_mb,
-            "export_matches": outcome.returncode == 0 and exported == stored}
+    return {**result, "export_matches": exported == stored}
 
 
 def view_latency(db: Path) -> dict[str, float]:
