@@ -218,9 +218,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with run_lock(args.db), ExitStack() as stack:
         store.initialize()
         stack.callback(store.close)
-        with store.connect() as con:
-            pending = sum(cell.n for cell in cells) - load_done(con, cells).count
-        if pending:  # nothing to do: no server
+        if any(cell.model.embedded for cell in cells) and _has_pending(store, cells):   # nothing to do: no server
             cells = start_embedded_models(cells, stack)
         options = BatchOptions(wait=not args.no_wait, poll_s=args.poll_s)
         result = anyio.run(sample, experiment, cells, store, argv, max_cost, options)
@@ -229,6 +227,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 EXIT_CODES = {"completed": 0, "interrupted": 130, "budget_reached": 3}
+
+
+def _has_pending(store: Store, cells: list[Cell]) -> bool:
+    """Whether any planned job is not done yet (read only when a server would be started for it:
+    at half of a million jobs the read takes a second, which `sample` repeats after the journal)."""
+    with store.connect() as con:
+        return sum(cell.n for cell in cells) > load_done(con, cells).count
 
 
 def batch_models(args: argparse.Namespace, experiment: Experiment) -> Experiment:
