@@ -16,12 +16,11 @@ committed); an outcome DuckDB refuses goes to the quarantine file instead of sto
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -32,9 +31,10 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from pipeline.progress import Progress, ProgressReporter
+from pipeline.sampling.interrupts import Interrupts, handle_interrupts
 from pipeline.sampling.journal import Journal, Segment, read_segment
 from pipeline.sampling.retry import EndpointError
-from pipeline.store.connection import WaitAbandoned, is_disk_error, is_lock_error, retry_on_disk, stop_waiting
+from pipeline.store.connection import WaitAbandoned, is_disk_error, is_lock_error, retry_on_disk
 from pipeline.store.writer import Outcome, RunCounters, Store
 
 log = structlog.get_logger()
@@ -72,9 +72,13 @@ class EngineTally:
 
 
 async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal, progress: Progress,
-                     run_id: str | None = None) -> EngineTally:
+                     run_id: str | None = None, interrupts: Interrupts | None = None) -> EngineTally:
     """Run every stream to its end (or a signal); `run_id` names the `runs` row whose
-    counters are kept in step with each commit."""
+    counters are kept in step with each commit. `interrupts`: the caller's signal handling
+    (a whole sampling run); without it the engine handles signals while it runs."""
+    if interrupts is None:
+        with handle_interrupts(default=lambda signum: None) as interrupts:
+            return await run_engine(streams, store, journal, progress, run_id, interrupts)
     result = EngineTally()
     send, receive = anyio.create_memory_object_stream[Outcome](STREAM_BUFFER)
     reporter = ProgressReporter(progress)
@@ -82,8 +86,7 @@ async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal,
         writer_done = anyio.Event()
         outer.start_soon(_write, receive, store, journal, result, run_id, writer_done)
         outer.start_soon(_report, reporter)
-        with anyio.CancelScope() as work:
-            outer.start_soon(_cancel_on_signal, work, result)
+        with anyio.CancelScope() as work, interrupts.handled_by(partial(_stop_sending, work, result)):
             async with send, anyio.create_task_group() as tg:
                 for stream in streams:
                     _start_stream(tg, stream, send, progress, result)
@@ -297,17 +300,10 @@ async def _report(reporter: ProgressReporter) -> None:
         reporter.tick()
 
 
-async def _cancel_on_signal(scope: anyio.CancelScope, result: EngineTally) -> None:
+def _stop_sending(work: anyio.CancelScope, result: EngineTally, signum: signal.Signals) -> None:
     """First signal: stop sending, store what is finished (waits for the database give up at
-    once: the journal keeps it). Second: exit now; finished work is in the journal."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if result.status == "interrupted":
-                print("\nsecond interrupt: exiting now; finished results are in the journal and are "
-                      "imported by the next run", file=sys.stderr, flush=True)
-                os._exit(130)
-            log.warning("stopping: storing finished work; in-flight calls stay pending (interrupt again to exit now)",
-                        signal=signal.Signals(signum).name)
-            result.status = "interrupted"
-            stop_waiting.set()
-            scope.cancel()
+    once: the journal keeps it); a second exits at once (`Interrupts`)."""
+    log.warning("stopping: storing finished work; in-flight calls stay pending (interrupt again to exit now)",
+                signal=signum.name)
+    result.status = "interrupted"
+    work.cancel()

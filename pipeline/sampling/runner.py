@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pipeline.progress import Progress
 from pipeline.sampling.batch.driver import BatchDriver, BatchOptions, BatchTally
 from pipeline.sampling.budget import Budget, experiment_spent
 from pipeline.sampling.engine import Stream, recover_journal, run_engine
+from pipeline.sampling.interrupts import Interrupts, handle_interrupts
 from pipeline.sampling.job import execute_job
 from pipeline.sampling.journal import Journal
 from pipeline.sampling.lane import Lane, close_lanes, make_lanes
@@ -69,13 +69,22 @@ def lane_workers(lanes: list[Lane], run_id: str, budget: Budget | None) -> list[
 async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str],
                  max_cost: float | None = None, batch: BatchOptions | None = None) -> RunSummary:
     """Sample the pending jobs of `cells`, online or (models with `batch`) through the Batch API;
-    `max_cost` caps what the experiment may cost ($)."""
+    `max_cost` caps what the experiment may cost ($). A Ctrl-C / SIGTERM while the engine runs
+    stops it gracefully (status interrupted); at any other point it cancels the run and
+    KeyboardInterrupt is raised once the run is marked."""
+    with anyio.CancelScope() as run_scope, handle_interrupts(default=lambda signum: run_scope.cancel()) as interrupts:
+        return await _sample(experiment, cells, store, argv, max_cost, batch, interrupts)
+    raise KeyboardInterrupt   # reached only when the run scope was cancelled by a signal
+
+
+async def _sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str],
+                  max_cost: float | None, batch: BatchOptions | None, interrupts: Interrupts) -> RunSummary:
     journal = Journal(store.path)
-    await _interruptible(recover_journal, journal, store)
-    done = await _interruptible(_load_done, store, cells)
+    await _in_thread(recover_journal, journal, store)
+    done = await _in_thread(_load_done, store, cells)
     budget = None
     if max_cost is not None:
-        budget = Budget(max_cost, spent_before=await _interruptible(_spent, store, experiment.name))
+        budget = Budget(max_cost, spent_before=await _in_thread(_spent, store, experiment.name))
     planned = sum(cell.n for cell in cells)
     result = RunSummary(run_id=uuid.uuid4().hex[:16], status="completed", planned=planned,
                        pending_at_start=planned - done.count, budget=budget)
@@ -84,20 +93,19 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
     lanes: dict[int, list[Lane]] = {}
     started = time.monotonic()
     run_recorded = False
-    run_recorded_now: list[bool] = []
     try:
         for model in models:   # inside the try: an early Ctrl-C still closes every client session
             lanes[id(model)] = [] if model.batch else make_lanes(model, progress)
         grid = [(*cell.key, cell.n) for cell in cells]
         run_row = _run_row(experiment, cells, result, argv)
-        await _interruptible(store.start_run, run_row, grid, recorded=lambda: run_recorded_now.append(True))
+        await _in_thread(store.start_run, run_row, grid)
         run_recorded = True
         log.info("run started", run_id=result.run_id, planned=planned, already_done=done.count,
                  pending=result.pending_at_start, db=str(store.path))
         streams = [Stream(pending_jobs([c for c in cells if c.model is model], done),
                           lane_workers(lanes[id(model)], result.run_id, budget)) for model in models if not model.batch]
         if streams:
-            engine = await run_engine(streams, store, journal, progress, run_id=result.run_id)
+            engine = await run_engine(streams, store, journal, progress, run_id=result.run_id, interrupts=interrupts)
             result.status, result.endpoint_errors = engine.status, engine.endpoint_errors
             result.stored_done, result.stored_failed = engine.stored_ok, engine.stored_failed
         batch_cells = [cell for cell in cells if cell.model.batch]
@@ -132,34 +140,17 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
             result.rate_limited = progress.rate_limited
             result.limit_wait_s = sum(lane.waited_s() for lane in all_lanes)
             result.limits = [lane.limits_in_force() for lane in all_lanes]
-            if run_recorded or run_recorded_now:
+            if run_recorded:
                 await anyio.to_thread.run_sync(_finish_run, store, result)
     return result
 
 
-async def _interruptible(func: Callable[..., T], *args: Any, recorded: Callable[[], None] | None = None) -> T:
-    """A blocking database step before the engine runs, in a thread. Ctrl-C / SIGTERM make
-    its waits give up (`stop_waiting`) instead of waiting out another process's lock; the
-    step then ends and KeyboardInterrupt is raised (after `recorded`, if the step completed)."""
-    interrupted = anyio.Event()
-
-    async def watch() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                stop_waiting.set()
-                interrupted.set()
-                return
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch)
-        try:
-            value = await anyio.to_thread.run_sync(func, *args)
-        finally:
-            tg.cancel_scope.cancel()
-    if recorded:
-        recorded()
-    if interrupted.is_set():
-        raise KeyboardInterrupt
+async def _in_thread(func: Callable[..., T], *args: Any) -> T:
+    """A blocking database step, in a thread, run to its end even when a signal cancels the
+    run meanwhile (the signal makes its waits for another process's lock give up at once), so
+    that what it did is known; the cancellation is raised at the next checkpoint."""
+    with anyio.CancelScope(shield=True):
+        value = await anyio.to_thread.run_sync(func, *args)
     return value
 
 
