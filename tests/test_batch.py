@@ -6,6 +6,7 @@ inside create, and during polling: a rerun never submits a job twice."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -207,6 +208,21 @@ def test_kill_during_polling_then_rerun_submits_nothing_new(workspace: Workspace
         assert "killed" in query(workspace.db, "SELECT list(status) FROM runs")[0][0]
         assert "1 submitted now" in out.stdout   # only the second round (sampled finals)
         assert server.stats()["batches_created"] == 3
+        assert_every_job_once(workspace, server, FIXTURE_JOBS, FIXTURE_CALLS)
+
+
+def test_ctrl_c_during_polling_exits_130_and_a_rerun_collects(workspace: Workspace) -> None:
+    with FakeServer(batch_step_s=1.0) as server:
+        workspace.write_experiment(server.base_url, n=2)
+        proc = start_batch_sample(workspace, server)
+        wait_for(lambda: peek(workspace, "SELECT count(batch_id) FROM batches") == [(2,)])
+        time.sleep(0.5)   # polling a validating batch
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "Traceback" not in err, err
+        assert query(workspace.db, "SELECT list(status) FROM runs") == [(["interrupted"],)]
+        out = batch_sample(workspace, server)
+        assert "1 submitted now" in out.stdout   # the first round's batches are collected, not resent
         assert_every_job_once(workspace, server, FIXTURE_JOBS, FIXTURE_CALLS)
 
 
