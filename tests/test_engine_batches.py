@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 
 from pipeline.progress import Progress
-from pipeline.sampling.engine import FLUSH_INTERVAL_S, MAX_PENDING, Stream, run_engine
-from pipeline.sampling.journal import Journal
+from pipeline.sampling.engine import FLUSH_INTERVAL_S, MAX_PENDING, PendingBatch, Stream, commit_batch, run_engine
+from pipeline.sampling.journal import Journal, read_segment
 from pipeline.store.writer import Outcome, RunCounters, Store
 from tests.conftest import query
 
@@ -58,3 +58,33 @@ def test_commits_hold_at_most_max_pending_and_a_full_batch_does_not_wait(tmp_pat
     gaps = sorted(later - earlier for earlier, later in zip(full, full[1:]))
     assert gaps[len(gaps) // 2] < FLUSH_INTERVAL_S   # full batches go out back to back, not once per interval
     assert query(store.path, "SELECT count(*), count(DISTINCT job_id) FROM jobs") == [(jobs, jobs)]
+
+
+def job_with_prompt(seed: int, opening: dict[str, Any], bad: bool = False) -> Outcome:
+    outcome = job_outcome(seed)
+    if bad:   # DuckDB refuses the whole batch over this row; the outcomes are then stored one by one
+        outcome.rows["jobs"][0]["seed"] = "not a number"
+    outcome.rows["responses"] = [{"job_id": f"job-{seed}", "call": "final", "prompt_id": opening["prompt_id"]}]
+    outcome.rows["prompts"] = [dict(opening)]
+    return outcome
+
+
+def test_a_batch_journals_and_stores_each_prompt_once_even_when_its_first_holder_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.duckdb")
+    store.initialize()
+    journal = Journal(store.path)
+    opening = {"prompt_id": "p-open", "parent_id": None, "messages": [{"role": "user", "content": "x" * 5000}]}
+    pending = PendingBatch(journal)
+    for seed in range(5):
+        pending.add(job_with_prompt(seed, opening, bad=seed == 0))
+    batch, segment = pending.take()
+    assert segment is not None
+    lines = segment.path.read_bytes().splitlines()
+    assert [line.count(b"x" * 5000) for line in lines] == [1, 0, 0, 0, 0]   # the opening journaled once
+    try:
+        assert commit_batch(store, journal, read_segment(segment.path).outcomes, None, recovering=True)
+    finally:
+        store.close()
+    assert query(store.path, "SELECT count(*) FROM jobs") == [(4,)]   # the refused one is quarantined
+    assert query(store.path, "SELECT count(*) FROM prompts") == [(1,)]   # kept though its first holder was refused
+    assert query(store.path, "SELECT count(*) FROM responses JOIN prompts USING (prompt_id)") == [(4,)]

@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipeline.store import prompts
 from pipeline.store.prompts import BloomFilter, RecentIds, StoredPrompts
 from pipeline.store.writer import Outcome, Store
 from tests.conftest import query
@@ -83,3 +84,16 @@ def test_the_filter_reloads_when_more_ids_arrive_than_it_was_sized_for(store: St
         new, maybe = known.split(con, rows)   # every one is stored: none may be inserted unchecked
     assert new == [] and len(maybe) == 10
     assert query(store.path, "SELECT count(*) FROM prompts") == [(10,)]
+
+
+@pytest.mark.parametrize("extra", [
+    [{"role": "assistant", "content": "Sure."}, {"role": "user", "content": "Ünïcode \"quoted\"\n"}],
+    [{"role": "user", "content": ""}],
+])
+def test_an_extended_prompt_has_the_id_of_its_whole_conversation(extra: list[dict[str, Any]]) -> None:
+    opening = [{"role": "system", "content": "You are a trader."}, {"role": "user", "content": "Go on, 42 ☃"}]
+    parent = prompts.root(opening)
+    child = prompts.extend(parent, opening + extra)
+    assert parent.prompt_id == prompts.prompt_id(opening)
+    assert child.prompt_id == prompts.prompt_id(opening + extra) and child.messages == extra
+    assert child.parent_id == parent.prompt_id

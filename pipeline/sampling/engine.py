@@ -27,7 +27,7 @@ import anyio
 import duckdb
 import orjson
 import structlog
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from pipeline.progress import Progress, ProgressReporter
@@ -46,6 +46,7 @@ FLUSH_INTERVAL_S = 0.5      # commit cadence; between commits readers can open t
 MAX_PENDING = 1024
 STREAM_BUFFER = 256
 Item = TypeVar("Item")
+T = TypeVar("T")
 Worker = Callable[[Item], Awaitable[Outcome]]
 
 
@@ -108,16 +109,25 @@ def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: Memory
             tg.start_soon(_work, worker, receive_items.clone(), outcomes.clone(), progress, result)
 
 
-async def _produce(items: Iterator[Any], send: ObjectSendStream[Any]) -> None:
+async def _produce(items: Iterator[Any], send: MemoryObjectSendStream[Any]) -> None:
     async with send:
         for item in items:
             try:
-                await send.send(item)
+                await _send(send, item)
             except anyio.BrokenResourceError:
                 return  # every lane of this model is dead: leave the rest pending
 
 
-async def _work(worker: Worker[Any], items: ObjectReceiveStream[Any], outcomes: ObjectSendStream[Outcome],
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send, waiting only when the buffer is full: anyio's `send` checkpoints first, and each
+    checkpoint looks up the event loop's backend (~3% of the loop's CPU at 2,000 jobs/s)."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _work(worker: Worker[Any], items: ObjectReceiveStream[Any], outcomes: MemoryObjectSendStream[Outcome],
                 progress: Progress, result: EngineTally) -> None:
     async with items, outcomes:
         async for item in items:
@@ -134,7 +144,7 @@ async def _work(worker: Worker[Any], items: ObjectReceiveStream[Any], outcomes: 
                 progress.failed += 1
             else:
                 progress.done += 1
-            await outcomes.send(outcome)
+            await _send(outcomes, outcome)
 
 
 class PendingBatch:
@@ -148,8 +158,16 @@ class PendingBatch:
         self.taken = anyio.Event()
         self.ready = anyio.Event()   # a full batch waits, or no more will come: commit now
         self.journal_failed_at = 0.0   # when the journal last failed; retried after a while
+        self._prompt_ids: set[str] = set()   # prompts this batch already holds
 
     def add(self, outcome: Outcome) -> None:
+        """Hold `outcome` and journal it. A prompt (a cell's ~5 KB opening) is kept only with its
+        first outcome in the batch: the batch and its segment hold each prompt once, and the
+        segment is imported as one batch too (journaling every copy cost ~5% of the loop's CPU)."""
+        prompts = outcome.rows.get("prompts")
+        if prompts:
+            outcome.rows["prompts"] = [row for row in prompts if row["prompt_id"] not in self._prompt_ids]
+            self._prompt_ids.update(row["prompt_id"] for row in prompts)
         self.outcomes.append(outcome)
         if len(self.outcomes) >= MAX_PENDING:
             self.ready.set()
@@ -168,6 +186,7 @@ class PendingBatch:
     def take(self) -> tuple[list[Outcome], Segment | None]:
         taken = self.outcomes, self.segment
         self.outcomes, self.segment = [], None
+        self._prompt_ids = set()
         self.taken.set()
         self.taken = anyio.Event()
         if not self.closed.is_set():
@@ -258,7 +277,10 @@ def commit_batch(store: Store, journal: Journal, batch: list[Outcome], counters:
             raise
     # DuckDB refused the data itself: import outcome by outcome, quarantine what it still refuses.
     refused: list[tuple[Outcome, Exception]] = []
-    for outcome in batch:
+    # Each prompt is held by the first outcome of the batch that used it: store them all first,
+    # so that a refused outcome never takes away a prompt the others refer to.
+    shared = Outcome({"prompts": [row for outcome in batch for row in outcome.rows.get("prompts", [])]})
+    for outcome in [shared, *batch] if shared.rows["prompts"] else batch:
         try:
             store.write_batch([outcome], recovering=True)
         except (duckdb.Error, ValueError, TypeError, KeyError) as exc:

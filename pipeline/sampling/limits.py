@@ -72,6 +72,7 @@ class AdaptiveConcurrency:
         self.limit = float(minimum if self.slow_start else maximum)
         self.in_flight = 0
         self._changed = anyio.Event()
+        self._waiting = 0   # acquirers waiting for a change: without any, no Event is made per release
         self._last_decrease = 0.0
 
     def widen(self) -> None:
@@ -83,8 +84,11 @@ class AdaptiveConcurrency:
 
     async def acquire(self) -> None:
         while self.in_flight >= int(self.limit):
-            event = self._changed
-            await event.wait()
+            self._waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
         self.in_flight += 1
 
     def release(self) -> None:
@@ -108,8 +112,9 @@ class AdaptiveConcurrency:
             self.slow_start = False
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._waiting:
+            self._changed.set()
+            self._changed = anyio.Event()
 
 
 class WindowCounter:

@@ -9,7 +9,7 @@ list's JSON (the same text DuckDB stores), so one conversation always has one id
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -30,18 +30,31 @@ class Prompt:
     prompt_id: str
     parent_id: str | None
     messages: list[Message]   # after the parent's
+    # A root's md5 state over its JSON without the closing "]": a child's id then hashes only
+    # the child's own messages (~1 KB) on top of the opening's (~5 KB), once per job.
+    open_md5: Any = field(default=None, compare=False, repr=False)
 
     def row(self) -> dict[str, Any]:
         return {"prompt_id": self.prompt_id, "parent_id": self.parent_id, "messages": self.messages}
 
 
 def root(messages: list[Message]) -> Prompt:
-    return Prompt(prompt_id(messages), None, messages)
+    dumped = orjson.dumps(messages)
+    state = hashlib.md5(dumped[:-1], usedforsecurity=False)
+    whole = state.copy()
+    whole.update(b"]")
+    return Prompt(whole.hexdigest(), None, messages, state)
 
 
 def extend(parent: Prompt, full: list[Message]) -> Prompt:
-    """`full` (which starts with the parent's messages) stored as the parent plus the rest."""
-    return Prompt(prompt_id(full), parent.prompt_id, full[len(parent.messages):])
+    """`full` (which starts with the root `parent`'s messages) stored as the parent plus the rest;
+    its id is `prompt_id(full)`, hashed from where the parent's JSON left off."""
+    rest = full[len(parent.messages):]
+    if parent.open_md5 is None or not parent.messages or not rest:
+        return Prompt(prompt_id(full), parent.prompt_id, rest)
+    state = parent.open_md5.copy()
+    state.update(b"," + orjson.dumps(rest)[1:])   # "[m, ...]" of the rest goes on as ",m, ...]"
+    return Prompt(state.hexdigest(), parent.prompt_id, rest)
 
 
 class RecentIds:

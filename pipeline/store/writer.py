@@ -261,10 +261,19 @@ def _read_ndjson(path: Path, columns: dict[str, str], object_bytes: int) -> str:
             f"maximum_object_size = {object_bytes})")
 
 
+_formatted_second: tuple[int, str] = (-1, "")   # the last second formatted: rows come thousands a second
+
+
 def utc_now() -> str:
     """ISO timestamp for rows: DuckDB parses it as TIMESTAMPTZ."""
+    global _formatted_second
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}+00:00"
+    second, formatted = _formatted_second   # one read: another thread may replace it meanwhile
+    if second != int(now):
+        second = int(now)
+        formatted = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _formatted_second = (second, formatted)
+    return f"{formatted}.{int((now - second) * 1e6):06d}+00:00"
 
 
 def hostname() -> str:
