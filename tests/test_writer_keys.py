@@ -68,12 +68,15 @@ def test_a_prompt_is_stored_once_across_batches_writers_and_a_failed_commit(stor
     assert query(store.path, "SELECT count(*), count(DISTINCT prompt_id) FROM prompts") == [(5, 5)]
 
 
-def test_the_filter_reloads_when_more_ids_arrive_than_it_was_sized_for(store: Store) -> None:
+def test_the_filters_grow_past_their_size_without_reading_the_table_again(store: Store, monkeypatch: Any) -> None:
     known = StoredPrompts()
     known.MIN_CAPACITY = 4
-    known._recent = RecentIds(limit=1)   # nothing skipped as "committed lately": the filter decides
-    rows = [prompt(f"p{i}") for i in range(10)]
-    for start in range(0, 10, 3):
+    known._recent = RecentIds(limit=1)   # nothing skipped as "committed lately": the filters decide
+    loads: list[int] = []
+    load = known._load
+    monkeypatch.setattr(known, "_load", lambda con: loads.append(1) or load(con))
+    rows = [prompt(f"p{i}") for i in range(20)]
+    for start in range(0, 20, 3):
         with store.connect() as con:
             new, maybe = known.split(con, rows[start:start + 3])
             store.insert_rows(con, "prompts", new, known_new=True)
@@ -82,8 +85,9 @@ def test_the_filter_reloads_when_more_ids_arrive_than_it_was_sized_for(store: St
     known._recent = RecentIds()
     with store.connect() as con:
         new, maybe = known.split(con, rows)   # every one is stored: none may be inserted unchecked
-    assert new == [] and len(maybe) == 10
-    assert query(store.path, "SELECT count(*) FROM prompts") == [(10,)]
+    assert new == [] and len(maybe) == 20
+    assert len(loads) == 1 and len(known._filters) >= 3   # 4 + 8 + 16 ids of room, one scan
+    assert query(store.path, "SELECT count(*) FROM prompts") == [(20,)]
 
 
 @pytest.mark.parametrize("extra", [
