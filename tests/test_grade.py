@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 
 from pipeline.grading.llm_judge import parse_label
+from pipeline.store.writer import Store
 from tests.conftest import Workspace, query
 from tests.fakeserver import FakeServer
 
@@ -95,3 +99,29 @@ def test_editing_a_grading_rule_regrades_under_a_new_version(workspace: Workspac
     assert "graded 9 responses" in grade(workspace).stdout
     versions = query(workspace.db, "SELECT judge_version, count(*) FROM judgments GROUP BY ALL ORDER BY ALL")
     assert len(versions) == 2 and all(count == 9 for _, count in versions)
+
+
+def test_a_page_read_waits_for_a_commit_of_the_same_process(tmp_path: Path) -> None:
+    """`grade` reads its next page on the event loop while the writer thread commits: DuckDB
+    refuses a second instance attaching the same file ('Unique file handle conflict'), which
+    ended a million-response grading run with a traceback after 5 s."""
+    store = Store(tmp_path / "db.duckdb")
+    store.initialize()
+    committing, release = threading.Event(), threading.Event()
+
+    def long_commit() -> None:
+        with store.connect() as con:
+            con.execute("SELECT 1")
+            committing.set()
+            release.wait(5)
+
+    writer = threading.Thread(target=long_commit)
+    writer.start()
+    committing.wait(5)
+    threading.Timer(0.3, release.set).start()
+    started = time.monotonic()
+    with store.connect() as con:   # waits for the other connection instead of failing
+        assert con.execute("SELECT count(*) FROM jobs").fetchall() == [(0,)]
+    assert time.monotonic() - started >= 0.2
+    writer.join()
+    store.close()

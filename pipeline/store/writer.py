@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -101,16 +102,21 @@ class Store:
         self._tmpdir: Path | None = None   # made on the first insert, removed by close()
         self._last_lock_warning = 0.0
         self._prompts = StoredPrompts()   # which prompt ids are stored: new ones skip DuckDB's check
+        # One connection at a time in this process: DuckDB refuses a second instance attaching a
+        # file another one holds ("Unique file handle conflict"), e.g. `grade` reading its next
+        # page on the event loop while the writer thread commits.
+        self._one_at_a_time = threading.RLock()
 
     @contextmanager
     def connect(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-write connection, waiting out readers that hold the file."""
         timeout_s = self.lock_timeout_s if timeout_s is None else timeout_s
-        con = connect_writer(self.path, timeout_s, on_wait=self._warn_locked)
-        try:
-            yield con
-        finally:
-            con.close()
+        with self._one_at_a_time:
+            con = connect_writer(self.path, timeout_s, on_wait=self._warn_locked)
+            try:
+                yield con
+            finally:
+                con.close()
 
     def _warn_locked(self, waited: float) -> None:
         if time.monotonic() - self._last_lock_warning > 10:
