@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from pipeline.grading.llm_judge import parse_label
 from pipeline.store.writer import Store
-from tests.conftest import Workspace, query
+from tests.conftest import REPO, Workspace, query
 from tests.fakeserver import FakeServer
+from tests.test_reliability import HOLD
 
 REASONED_REPLY = ("Reasoning: I weigh what the manager asked against what the customer needs to know, "
                   "and I decide what to write (seed {seed}).\nOutput: Thank you for asking, reply {hash}.")
@@ -125,3 +133,72 @@ def test_a_page_read_waits_for_a_commit_of_the_same_process(tmp_path: Path) -> N
     assert time.monotonic() - started >= 0.2
     writer.join()
     store.close()
+
+
+@contextmanager
+def held(db: Path) -> Iterator[None]:
+    """Another process holding the database's write lock until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def start_grade(workspace: Workspace, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "grade", "--db", str(workspace.db),
+                             "--scenarios-dir", str(workspace.scenarios), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C; the process must end within 8 s. Its stderr."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 8, err
+        return err
+    finally:
+        proc.kill()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_while_another_process_holds_the_database_exits_in_seconds(workspace: Workspace, delay: float) -> None:
+    """A database held from before the start: Ctrl-C during the wait exits 130 with one line."""
+    with FakeServer() as server:
+        workspace.write_experiment(server.base_url, n=2)
+        workspace.sample()
+    with held(workspace.db):
+        proc = start_grade(workspace)
+        time.sleep(delay)
+        err = interrupt(proc)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
+def test_ctrl_c_while_a_page_waits_for_a_held_database_exits_in_seconds(workspace: Workspace) -> None:
+    """The engine runs (a slow LLM judge); another process takes the database before the next
+    page is read. The page waits in a thread, so Ctrl-C still stops the run: 130, no traceback
+    (before, the event loop itself waited for the lock and Ctrl-C went unheard)."""
+    with FakeServer(reply=REASONED_REPLY) as server:
+        workspace.write_experiment(server.base_url, n=2)
+        workspace.sample()
+        server.configure(reply='{{"label": "unethical", "reason": "r"}}', latency=0.3)
+        server.reset()
+        proc = start_grade(workspace, "--judge", "llm", "--base-url", server.base_url, "--model", "judge-a",
+                           "--concurrency", "4")
+        wait_for_requests(server, 2)
+        with held(workspace.db):
+            wait_for_requests(server, 26)   # the first page's items are all taken: the next page is asked for
+            time.sleep(0.5)
+            err = interrupt(proc)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
+def wait_for_requests(server: FakeServer, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while server.stats()["requests"] < count:
+        assert time.monotonic() < deadline, "the judge's calls did not arrive"
+        time.sleep(0.05)

@@ -8,7 +8,7 @@ handling as sampling, and a sampling run on the same database keeps going.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from functools import partial
 from typing import Any
@@ -21,7 +21,9 @@ from pipeline.grading.evaluate import Labelled
 from pipeline.grading.judge import UNCLEAR, FinalResponse, Judge, judgment_row
 from pipeline.progress import Progress
 from pipeline.sampling.engine import EngineTally, Stream, recover_journal, run_engine
+from pipeline.sampling.interrupts import Interrupts, until_interrupted
 from pipeline.sampling.journal import Journal
+from pipeline.store.connection import WaitAbandoned
 from pipeline.store.queries import sql
 from pipeline.store.writer import Outcome, Store
 
@@ -30,14 +32,21 @@ PAGE = 1000
 
 
 async def grade(store: Store, judge: Judge, scenarios: dict[str, Scenario], progress: Progress) -> EngineTally:
-    """Label every final response `judge` (this version) has not labelled yet."""
+    """Label every final response `judge` (this version) has not labelled yet. Ctrl-C while the
+    engine runs stores what is graded (status interrupted); before it, KeyboardInterrupt."""
+    return await until_interrupted(partial(_grade, store, judge, scenarios, progress))
+
+
+async def _grade(store: Store, judge: Judge, scenarios: dict[str, Scenario], progress: Progress,
+                 interrupts: Interrupts) -> EngineTally:
     journal = Journal(store.path)
     await anyio.to_thread.run_sync(recover_journal, journal, store)
     await anyio.to_thread.run_sync(_warn_unknown_scenarios, store, scenarios)
     progress.total = await anyio.to_thread.run_sync(count_ungraded, store, judge, scenarios)
     log.info("grading started", judge=judge.name, version=judge.version, ungraded=progress.total)
     workers = [partial(judge_to_outcome, judge=judge) for _ in range(judge.concurrency)]
-    return await run_engine([Stream(ungraded(store, judge, scenarios), workers)], store, journal, progress)
+    return await run_engine([Stream(ungraded(store, judge, scenarios), workers)], store, journal, progress,
+                            interrupts=interrupts)
 
 
 async def judge_to_outcome(response: FinalResponse, judge: Judge) -> Outcome:
@@ -47,20 +56,29 @@ async def judge_to_outcome(response: FinalResponse, judge: Judge) -> Outcome:
     return Outcome({"judgments": [judgment_row(response.job_id, judge.name, judge.version, judgment)]})
 
 
-def ungraded(store: Store, judge: Judge, scenarios: dict[str, Scenario]) -> Iterator[FinalResponse]:
-    """Responses this judge version has not labelled, a page per short connection."""
+async def ungraded(store: Store, judge: Judge, scenarios: dict[str, Scenario]) -> AsyncIterator[FinalResponse]:
+    """Responses this judge version has not labelled, a page per short connection, read in a
+    thread: the event loop keeps serving the workers (and Ctrl-C) while a page waits for the
+    database, e.g. for another process's batch or this process's commit."""
     after = ""
-    params: dict[str, Any] = {"judge": judge.name, "version": judge.version,
-                              "scenarios": list(scenarios), "limit": PAGE}
     while True:
-        with store.connect() as con:
-            rows = con.execute(sql("ungraded_page"), {**params, "after": after}).fetchall()
+        try:
+            rows = await anyio.to_thread.run_sync(_ungraded_page, store, judge, scenarios, after)
+        except WaitAbandoned:   # stopping while another process holds the database: the rest stays ungraded
+            return
         if not rows:
             return
         for job_id, scenario_id, text, finish_reason, reasoning_text, reasoning_tokens in rows:
             yield FinalResponse(job_id, scenarios[scenario_id], text or "", finish_reason,
                                 reasoning_text, reasoning_tokens)
         after = rows[-1][0]
+
+
+def _ungraded_page(store: Store, judge: Judge, scenarios: dict[str, Scenario], after: str) -> list[tuple[Any, ...]]:
+    params = {"judge": judge.name, "version": judge.version, "scenarios": list(scenarios), "limit": PAGE,
+              "after": after}
+    with store.connect() as con:
+        return con.execute(sql("ungraded_page"), params).fetchall()
 
 
 def count_ungraded(store: Store, judge: Judge, scenarios: dict[str, Scenario]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -58,7 +58,7 @@ class StopWorker(Exception):
 class Stream(Generic[Item]):
     """Items and the workers that share them (e.g. `concurrency` workers per lane of a model)."""
 
-    items: Iterator[Item]
+    items: Iterator[Item] | AsyncIterator[Item]   # async: items that are read from a database (in a thread)
     workers: Sequence[Worker[Item]]
 
 
@@ -109,13 +109,17 @@ def _start_stream(tg: anyio.abc.TaskGroup, stream: Stream[Any], outcomes: Memory
             tg.start_soon(_work, worker, receive_items.clone(), outcomes.clone(), progress, result)
 
 
-async def _produce(items: Iterator[Any], send: MemoryObjectSendStream[Any]) -> None:
+async def _produce(items: Iterator[Any] | AsyncIterator[Any], send: MemoryObjectSendStream[Any]) -> None:
     async with send:
-        for item in items:
-            try:
-                await _send(send, item)
-            except anyio.BrokenResourceError:
-                return  # every lane of this model is dead: leave the rest pending
+        try:
+            if isinstance(items, AsyncIterator):
+                async for item in items:
+                    await _send(send, item)
+            else:
+                for item in items:
+                    await _send(send, item)
+        except anyio.BrokenResourceError:
+            return  # every lane of this model is dead: leave the rest pending
 
 
 async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:

@@ -14,9 +14,11 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
+import anyio
 import structlog
 
 from pipeline.store.connection import stop_waiting
@@ -24,6 +26,7 @@ from pipeline.store.connection import stop_waiting
 log = structlog.get_logger()
 SIGNALS = (signal.SIGTERM, signal.SIGINT)   # removed in this order: SIGINT's removal may raise
 Handler = Callable[[signal.Signals], None]
+T = TypeVar("T")
 
 
 class Interrupts:
@@ -68,3 +71,11 @@ def handle_interrupts(default: Handler) -> Iterator[Interrupts]:
     finally:
         for signum in SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+async def until_interrupted(command: Callable[[Interrupts], Awaitable[T]]) -> T:
+    """Run a whole command under one handler: a signal that no inner handler takes cancels it
+    (its waits for the database give up), and KeyboardInterrupt is raised once it has unwound."""
+    with anyio.CancelScope() as scope, handle_interrupts(default=lambda signum: scope.cancel()) as interrupts:
+        return await command(interrupts)
+    raise KeyboardInterrupt   # reached only when the scope was cancelled by a signal

@@ -21,7 +21,7 @@ from pipeline.progress import Progress
 from pipeline.sampling.batch.driver import BatchDriver, BatchOptions, BatchTally
 from pipeline.sampling.budget import Budget, experiment_spent
 from pipeline.sampling.engine import Stream, recover_journal, run_engine
-from pipeline.sampling.interrupts import Interrupts, handle_interrupts
+from pipeline.sampling.interrupts import Interrupts, until_interrupted
 from pipeline.sampling.job import execute_job
 from pipeline.sampling.journal import Journal
 from pipeline.sampling.lane import Lane, close_lanes, make_lanes
@@ -72,9 +72,7 @@ async def sample(experiment: Experiment, cells: list[Cell], store: Store, argv: 
     `max_cost` caps what the experiment may cost ($). A Ctrl-C / SIGTERM while the engine runs
     stops it gracefully (status interrupted); at any other point it cancels the run and
     KeyboardInterrupt is raised once the run is marked."""
-    with anyio.CancelScope() as run_scope, handle_interrupts(default=lambda signum: run_scope.cancel()) as interrupts:
-        return await _sample(experiment, cells, store, argv, max_cost, batch, interrupts)
-    raise KeyboardInterrupt   # reached only when the run scope was cancelled by a signal
+    return await until_interrupted(partial(_sample, experiment, cells, store, argv, max_cost, batch))
 
 
 async def _sample(experiment: Experiment, cells: list[Cell], store: Store, argv: list[str],
