@@ -2,7 +2,8 @@
 
     items (per stream) --> workers (each a coroutine, e.g. bound to a lane) --outcomes--> writer --> DuckDB
 
-Work is described by `Stream`s: a lazy iterator of items and the workers that turn one
+Work is described by `Stream`s: a lazy iterator of items (async when they are read from the
+database, in a thread) and the workers that turn one
 item into an `Outcome`. The engine knows nothing of endpoints: a worker that raises
 `EndpointError` stops (its endpoint is unusable) and the error is reported. The writer journals
 each outcome the moment it arrives and commits what has gathered every
