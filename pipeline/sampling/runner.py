@@ -146,7 +146,9 @@ async def _sample(experiment: Experiment, cells: list[Cell], store: Store, argv:
 async def _in_thread(func: Callable[..., T], *args: Any) -> T:
     """A blocking database step, in a thread, run to its end even when a signal cancels the
     run meanwhile (the signal makes its waits for another process's lock give up at once), so
-    that what it did is known; the cancellation is raised at the next checkpoint."""
+    that what it did is known; the cancellation is raised at the next checkpoint (the first
+    thing here: an interrupted run starts no further step)."""
+    await anyio.lowlevel.checkpoint()
     with anyio.CancelScope(shield=True):
         value = await anyio.to_thread.run_sync(func, *args)
     return value
