@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import anyio
 
 from pipeline.progress import Progress
 from pipeline.sampling.engine import FLUSH_INTERVAL_S, MAX_PENDING, PendingBatch, Stream, commit_batch, run_engine
+from pipeline.sampling.interrupts import until_interrupted
 from pipeline.sampling.journal import Journal, read_segment
 from pipeline.store.writer import Outcome, RunCounters, Store
 from tests.conftest import query
@@ -45,7 +47,7 @@ def test_commits_hold_at_most_max_pending_and_a_full_batch_does_not_wait(tmp_pat
 
     async def main() -> None:
         stream: Stream[Any] = Stream(iter(range(jobs)), [instant] * 8)
-        await run_engine([stream], store, Journal(store.path), Progress(total=jobs))
+        await until_interrupted(partial(run_engine, [stream], store, Journal(store.path), Progress(total=jobs)))
 
     try:
         anyio.run(main)

@@ -45,8 +45,7 @@ async def _grade(store: Store, judge: Judge, scenarios: dict[str, Scenario], pro
     progress.total = await anyio.to_thread.run_sync(count_ungraded, store, judge, scenarios)
     log.info("grading started", judge=judge.name, version=judge.version, ungraded=progress.total)
     workers = [partial(judge_to_outcome, judge=judge) for _ in range(judge.concurrency)]
-    return await run_engine([Stream(ungraded(store, judge, scenarios), workers)], store, journal, progress,
-                            interrupts=interrupts)
+    return await run_engine([Stream(ungraded(store, judge, scenarios), workers)], store, journal, progress, interrupts)
 
 
 async def judge_to_outcome(response: FinalResponse, judge: Judge) -> Outcome:

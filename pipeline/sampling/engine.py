@@ -32,7 +32,7 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from pipeline.progress import Progress, ProgressReporter
-from pipeline.sampling.interrupts import Interrupts, handle_interrupts
+from pipeline.sampling.interrupts import Interrupts
 from pipeline.sampling.journal import Journal, Segment, read_segment
 from pipeline.sampling.retry import EndpointError
 from pipeline.store.connection import WaitAbandoned, is_disk_error, is_lock_error, retry_on_disk
@@ -74,13 +74,10 @@ class EngineTally:
 
 
 async def run_engine(streams: list[Stream[Any]], store: Store, journal: Journal, progress: Progress,
-                     run_id: str | None = None, interrupts: Interrupts | None = None) -> EngineTally:
+                     interrupts: Interrupts, run_id: str | None = None) -> EngineTally:
     """Run every stream to its end (or a signal); `run_id` names the `runs` row whose
-    counters are kept in step with each commit. `interrupts`: the caller's signal handling
-    (a whole sampling run); without it the engine handles signals while it runs."""
-    if interrupts is None:
-        with handle_interrupts(default=lambda signum: None) as interrupts:
-            return await run_engine(streams, store, journal, progress, run_id, interrupts)
+    counters are kept in step with each commit. `interrupts`: the command's signal handling
+    (`interrupts.until_interrupted`); the engine takes the first signal while it runs."""
     result = EngineTally()
     send, receive = anyio.create_memory_object_stream[Outcome](STREAM_BUFFER)
     reporter = ProgressReporter(progress)

@@ -103,7 +103,7 @@ async def _sample(experiment: Experiment, cells: list[Cell], store: Store, argv:
         streams = [Stream(pending_jobs([c for c in cells if c.model is model], done),
                           lane_workers(lanes[id(model)], result.run_id, budget)) for model in models if not model.batch]
         if streams:
-            engine = await run_engine(streams, store, journal, progress, run_id=result.run_id, interrupts=interrupts)
+            engine = await run_engine(streams, store, journal, progress, interrupts, run_id=result.run_id)
             result.status, result.endpoint_errors = engine.status, engine.endpoint_errors
             result.stored_done, result.stored_failed = engine.stored_ok, engine.stored_failed
         batch_cells = [cell for cell in cells if cell.model.batch]
